@@ -1,0 +1,123 @@
+"""Folder-per-class face datasets as NumPy arrays.
+
+Two layouts are read: FER2013's (`train/`, `validation/`, seven class folders) and the study's (`train/`,
+`validation/`, `test/`, four class folders). Class folders are matched by name against the class list, never by
+sort order; other folders are ignored. Every image goes through `fer.preprocess.preprocess_face`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from fer.config import CLASS_NAMES, PreprocessConfig
+from fer.errors import DataError, ImageError
+from fer.images import load_image
+from fer.preprocess import face_sha256, preprocess_face
+
+logger = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff"})
+SPLIT_NAMES = {"train": ("train", "training"), "validation": ("validation", "val", "valid"), "test": ("test",)}
+
+
+@dataclasses.dataclass
+class FaceDataset:
+    """Faces (N, S, S) uint8, integer labels (N,) indexing `classes`, and where each face came from."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    paths: list[str]
+    classes: tuple[str, ...]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def counts(self) -> dict[str, int]:
+        return {name: int(np.sum(self.labels == index)) for index, name in enumerate(self.classes)}
+
+    def hashes(self) -> list[str]:
+        """SHA-256 of each face's pixels: the key that corrections in labels/ refer to."""
+        return [face_sha256(face) for face in self.images]
+
+    def subset(self, keep: np.ndarray) -> "FaceDataset":
+        keep = np.asarray(keep)
+        indices = np.flatnonzero(keep) if keep.dtype == bool else keep
+        return FaceDataset(self.images[indices], self.labels[indices], [self.paths[i] for i in indices], self.classes)
+
+    @staticmethod
+    def concatenate(parts: list["FaceDataset"]) -> "FaceDataset":
+        classes = parts[0].classes
+        if any(part.classes != classes for part in parts):
+            raise DataError("Cannot join datasets with different class lists.")
+        return FaceDataset(
+            np.concatenate([part.images for part in parts]),
+            np.concatenate([part.labels for part in parts]),
+            [path for part in parts for path in part.paths],
+            classes,
+        )
+
+
+def find_split(root: str | Path, split: str) -> Path:
+    """Return the folder of `split` ('train', 'validation' or 'test') under a dataset root, or raise DataError."""
+    root = Path(root)
+    for name in SPLIT_NAMES[split]:
+        if (root / name).is_dir():
+            return root / name
+    raise DataError(f"{root} has no {split!r} folder (looked for {', '.join(SPLIT_NAMES[split])}).")
+
+
+def list_images(directory: str | Path, classes: tuple[str, ...] = CLASS_NAMES) -> tuple[list[Path], list[int]]:
+    """Image files under `directory/<class>/` for each known class, with their class indices, in a stable order."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise DataError(f"No such dataset folder: {directory}")
+    present = {child.name.lower(): child for child in directory.iterdir() if child.is_dir()}
+    found = [name for name in classes if name in present]
+    if not found:
+        raise DataError(
+            f"{directory} has none of the class folders {', '.join(classes)} "
+            f"(found: {', '.join(sorted(present)) or 'no folders'}). Point --data at a folder-per-class tree."
+        )
+    paths, labels = [], []
+    for index, name in enumerate(classes):
+        if name not in present:
+            continue
+        for path in sorted(present[name].rglob("*")):
+            if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
+                paths.append(path)
+                labels.append(index)
+    if not paths:
+        raise DataError(f"{directory} has class folders ({', '.join(found)}) but no images in them.")
+    return paths, labels
+
+
+def load_faces(
+    directory: str | Path,
+    classes: tuple[str, ...] = CLASS_NAMES,
+    config: PreprocessConfig = PreprocessConfig(),
+    skip_unreadable: bool = True,
+) -> FaceDataset:
+    """Read every image under `directory/<class>/` as a face crop (no detection) into a FaceDataset."""
+    paths, labels = list_images(directory, classes)
+
+    def read(path: Path) -> np.ndarray | None:
+        try:
+            return preprocess_face(load_image(path), None, config)
+        except ImageError as error:
+            if not skip_unreadable:
+                raise
+            logger.warning("Skipping %s: %s", path, error)
+            return None
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        faces = list(pool.map(read, paths))
+    keep = [i for i, face in enumerate(faces) if face is not None]
+    if not keep:
+        raise DataError(f"No readable images under {directory}.")
+    images = np.stack([faces[i] for i in keep]).astype(np.uint8)  # (N, S, S) uint8
+    return FaceDataset(images, np.asarray([labels[i] for i in keep], dtype=np.int64), [str(paths[i]) for i in keep], classes)

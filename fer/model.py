@@ -1,0 +1,70 @@
+"""Network architectures. `build_model` only builds: compiling and fitting belong to fer.train.
+
+Every model takes raw grayscale pixels, float32 in [0, 255] of shape (N, S, S, 1), and returns softmax
+probabilities over the classes; normalisation lives inside the model so serving never repeats it.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import layers
+
+
+def _seed_cnn(inputs, num_classes: int):
+    """The study's network: five kernel-2 conv blocks, batch norm, LeakyReLU(0.1), dropout, a two-layer dense head.
+
+    The study lists Conv(64), Conv(128), Conv(512) each with BatchNorm, LeakyReLU(0.1), MaxPool(2) and Dropout(0.2),
+    then Conv(512) and Conv(128) (read here as the same block without pooling), Flatten, then Dense(256) and
+    Dense(512) each with BatchNorm, LeakyReLU(0.1) and Dropout(0.3).
+    """
+    x = layers.Rescaling(1.0 / 255.0)(inputs)
+    for filters, pool in ((64, True), (128, True), (512, True), (512, False), (128, False)):
+        x = layers.Conv2D(filters, kernel_size=2, padding="same")(x)
+        x = layers.BatchNormalization()(x)
+        x = layers.LeakyReLU(negative_slope=0.1)(x)
+        if pool:
+            x = layers.MaxPooling2D(pool_size=2)(x)
+        x = layers.Dropout(0.2)(x)
+    x = layers.Flatten()(x)
+    for units in (256, 512):
+        x = layers.Dense(units)(x)
+        x = layers.BatchNormalization()(x)
+        x = layers.LeakyReLU(negative_slope=0.1)(x)
+        x = layers.Dropout(0.3)(x)
+    return layers.Dense(num_classes, activation="softmax")(x)
+
+
+def _vgg_block(x, filters: int, dropout_rate: float):
+    for _ in range(2):
+        x = layers.Conv2D(filters, kernel_size=3, padding="same", use_bias=False)(x)
+        x = layers.BatchNormalization()(x)
+        x = layers.Activation("relu")(x)
+    x = layers.MaxPooling2D(pool_size=2)(x)
+    return layers.Dropout(dropout_rate)(x)
+
+
+def _vgg_small(inputs, num_classes: int):
+    """A VGG-style 3x3 network (8 conv layers, 32-256 filters) sized to train and serve on two CPU cores."""
+    x = layers.Rescaling(1.0 / 255.0)(inputs)
+    for filters, dropout_rate in ((32, 0.1), (64, 0.2), (128, 0.3), (256, 0.4)):
+        x = _vgg_block(x, filters, dropout_rate)
+    x = layers.GlobalAveragePooling2D()(x)
+    x = layers.Dense(256, use_bias=False)(x)
+    x = layers.BatchNormalization()(x)
+    x = layers.Activation("relu")(x)
+    x = layers.Dropout(0.5)(x)
+    return layers.Dense(num_classes, activation="softmax")(x)
+
+
+ARCHITECTURES = {"seed_cnn": _seed_cnn, "vgg_small": _vgg_small}
+
+
+def build_model(arch: str = "seed_cnn", num_classes: int = 4, image_size: int = 48) -> keras.Model:
+    """Build (not compile) the named architecture for (image_size, image_size, 1) inputs and `num_classes` outputs."""
+    if arch not in ARCHITECTURES:
+        raise ValueError(f"Unknown architecture {arch!r}; choose one of {sorted(ARCHITECTURES)}.")
+    if num_classes < 2:
+        raise ValueError(f"num_classes must be at least 2; got {num_classes}.")
+    inputs = keras.Input(shape=(image_size, image_size, 1), name="face")
+    outputs = ARCHITECTURES[arch](inputs, num_classes)
+    return keras.Model(inputs, outputs, name=arch)

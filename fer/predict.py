@@ -1,0 +1,134 @@
+"""Serving: faces in a photo -> boxes and calibrated class probabilities.
+
+    python -m fer.predict photo.jpg [more.jpg ...] [--model models/NAME.keras] [--whole-image]
+
+prints one JSON line per image: {"image": PATH, "faces": [{"box": [x, y, w, h], "probabilities": {...}}, ...]}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from fer.config import PreprocessConfig
+from fer.errors import FerError, ImageError
+from fer.faces import detect_faces
+from fer.images import ImageSource, load_image
+from fer.metrics import apply_temperature
+from fer.preprocess import preprocess_face
+from fer.registry import current_model_path, load_model
+
+logger = logging.getLogger(__name__)
+
+
+class Predictor:
+    """A loaded model with the preprocessing and inference settings from its JSON."""
+
+    def __init__(self, model, metadata: dict, path: str | Path | None = None):
+        import tensorflow as tf  # deferred: see fer.registry.load_model
+
+        self.model = model
+        self.metadata = metadata
+        self.path = Path(path) if path else None
+        self.classes: tuple[str, ...] = tuple(metadata["classes"])
+        self.image_size = int(metadata["image_size"])
+        self.preprocess_config = PreprocessConfig.from_dict(metadata["preprocess"])
+        inference = metadata.get("inference", {})
+        self.flip_average = bool(inference.get("flip_average", False))
+        self.temperature = float(inference.get("temperature", 1.0))
+        size = self.image_size
+        # One traced graph for every batch size: far cheaper per call than model.predict.
+        self._forward = tf.function(
+            lambda batch: model(batch, training=False),
+            input_signature=[tf.TensorSpec([None, size, size, 1], tf.float32)],
+            reduce_retracing=True,
+        )
+
+    @property
+    def version(self) -> str:
+        return str(self.metadata.get("name") or (self.path.stem if self.path else "unknown"))
+
+    def predict_faces(self, faces: np.ndarray) -> np.ndarray:
+        """(N, S, S) uint8 faces from `preprocess_face` -> (N, C) probabilities in `self.classes` order."""
+        faces = np.asarray(faces)
+        if faces.ndim == 2:
+            faces = faces[None]
+        size = self.image_size
+        if faces.ndim != 3 or faces.shape[1:] != (size, size):
+            raise ImageError(f"predict_faces expects an (N, {size}, {size}) array; got shape {faces.shape}.")
+        if faces.dtype != np.uint8:
+            raise ImageError(f"predict_faces expects uint8 faces; got {faces.dtype}. Use fer.preprocess.preprocess_face.")
+        if len(faces) == 0:
+            return np.zeros((0, len(self.classes)), dtype=np.float32)
+        batch = faces.astype(np.float32)[..., None]  # (N, S, S, 1) float32 in [0, 255]
+        probabilities = self._forward(batch).numpy()
+        if self.flip_average:
+            probabilities = 0.5 * (probabilities + self._forward(batch[:, :, ::-1, :].copy()).numpy())
+        probabilities = apply_temperature(probabilities.astype(np.float64), self.temperature)
+        return probabilities.astype(np.float32)
+
+    def as_dicts(self, probabilities: np.ndarray) -> list[dict[str, float]]:
+        return [{name: float(p) for name, p in zip(self.classes, row)} for row in probabilities]
+
+    def predict(self, image: ImageSource, whole_image: bool = False) -> list[dict]:
+        """Every face in `image`, largest first: [{"box": [x, y, w, h], "probabilities": {class: p}}].
+
+        `image` is anything `fer.images.load_image` accepts (arrays are RGB). No face gives []. With
+        `whole_image=True` no detection runs and the whole image is classified as one face crop.
+        """
+        rgb = load_image(image)  # (H, W, 3) uint8
+        if whole_image:
+            boxes = [(0, 0, rgb.shape[1], rgb.shape[0])]
+            faces = preprocess_face(rgb, None, self.preprocess_config)[None]
+        else:
+            boxes = detect_faces(rgb)
+            if not boxes:
+                return []
+            faces = np.stack([preprocess_face(rgb, box, self.preprocess_config) for box in boxes])
+        probabilities = self.predict_faces(faces)
+        return [
+            {"box": [int(v) for v in box], "probabilities": probs}
+            for box, probs in zip(boxes, self.as_dicts(probabilities))
+        ]
+
+
+def load_predictor(path: str | Path | None = None) -> Predictor:
+    """Load the model at `path`, or the one `models/current.json` names when `path` is None."""
+    model_path = Path(path) if path else current_model_path()
+    model, metadata = load_model(model_path)
+    return Predictor(model, metadata, model_path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m fer.predict", description=__doc__.split("\n\n")[0])
+    parser.add_argument("images", nargs="+", help="image files")
+    parser.add_argument("--model", help="a .keras file (default: the one models/current.json names)")
+    parser.add_argument("--whole-image", action="store_true", help="classify each image as one face crop")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        predictor = load_predictor(args.model)
+    except FerError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    status = 0
+    for image in args.images:
+        try:
+            faces = predictor.predict(image, whole_image=args.whole_image)
+        except FerError as error:
+            print(f"error: {error}", file=sys.stderr)
+            status = 1
+            continue
+        print(json.dumps({"image": image, "faces": faces}))
+    return status
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    sys.exit(main())
