@@ -15,8 +15,16 @@ CLASS_NAMES: tuple[str, ...] = ("happy", "sad", "neutral", "surprise")
 IMAGE_SIZE = 48  # FER2013 faces are 48x48 grayscale
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-MODELS_DIR = Path(os.environ.get("FER_MODELS_DIR", PROJECT_ROOT / "models"))
-LABELS_DIR = Path(os.environ.get("FER_LABELS_DIR", PROJECT_ROOT / "labels"))
+
+
+def models_dir() -> Path:
+    """Where models and `current.json` live: $FER_MODELS_DIR, else models/ in the project (read at call time)."""
+    return Path(os.environ.get("FER_MODELS_DIR") or PROJECT_ROOT / "models")
+
+
+def labels_dir() -> Path:
+    """Where reviewers' corrections live: $FER_LABELS_DIR, else labels/ in the project (read at call time)."""
+    return Path(os.environ.get("FER_LABELS_DIR") or PROJECT_ROOT / "labels")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -77,7 +77,7 @@ def load_model(model_path: str | Path):
 
 def current_model_path(models_dir: str | Path | None = None) -> Path:
     """The `.keras` file that `models_dir/current.json` points to."""
-    models_dir = Path(models_dir or config.MODELS_DIR)
+    models_dir = Path(models_dir or config.models_dir())
     pointer = models_dir / POINTER_NAME
     if not pointer.is_file():
         raise ModelError(f"No {pointer}; train a model or run `python -m fer.models use NAME`.")
@@ -92,7 +92,7 @@ def current_model_path(models_dir: str | Path | None = None) -> Path:
 
 def set_current(model_path: str | Path, models_dir: str | Path | None = None) -> Path:
     """Point `models_dir/current.json` at `model_path` (which must live in `models_dir`)."""
-    models_dir = Path(models_dir or config.MODELS_DIR)
+    models_dir = Path(models_dir or config.models_dir())
     model_path = Path(model_path)
     if model_path.resolve().parent != models_dir.resolve():
         raise ModelError(f"{model_path} is not inside {models_dir}; only models there can be made current.")
