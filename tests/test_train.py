@@ -1,0 +1,44 @@
+"""A one-epoch training run on synthetic faces writes a servable model with a complete JSON."""
+
+import json
+
+import numpy as np
+
+from fer import train
+from fer.config import CLASS_NAMES
+from fer.predict import load_predictor
+from conftest import write_face_tree
+
+
+def test_one_epoch_run_writes_model_and_json(tmp_path):
+    data = tmp_path / "data"
+    write_face_tree(data / "train", per_class=8, seed=1)
+    write_face_tree(data / "validation", per_class=3, seed=2)
+    (data / "train" / "angry").mkdir()  # a class we do not use is ignored
+    out = tmp_path / "models" / "tiny"
+    status = train.main(["--data", str(data), "--arch", "seed_cnn", "--epochs", "1", "--batch-size", "8",
+                         "--out", str(out), "--make-current"])
+    assert status == 0
+    metadata = json.loads(out.with_suffix(".json").read_text())
+    assert metadata["classes"] == list(CLASS_NAMES)
+    assert metadata["image_size"] == 48
+    assert metadata["arch"] == "seed_cnn"
+    assert metadata["train_config"]["epochs"] == 1
+    assert metadata["data"]["train_counts"] == {name: 8 for name in CLASS_NAMES}
+    validation = metadata["metrics"]["validation"]
+    assert set(validation) >= {"accuracy", "macro_f1", "per_class", "confusion", "ece_after_calibration"}
+    assert validation["n_images"] == 12
+    assert metadata["inference"]["temperature"] > 0
+    assert json.loads((out.parent / "current.json").read_text()) == {"model": "tiny.keras"}
+    assert out.with_suffix(".curves.png").is_file()
+
+    predictor = load_predictor(out.with_suffix(".keras"))
+    probabilities = predictor.predict_faces(np.zeros((2, 48, 48), np.uint8))
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_unknown_arch_and_missing_data_fail_cleanly(tmp_path, capsys):
+    assert train.main(["--data", str(tmp_path), "--arch", "nope", "--out", str(tmp_path / "m")]) == 2
+    assert "unknown --arch" in capsys.readouterr().err
+    assert train.main(["--data", str(tmp_path / "missing"), "--out", str(tmp_path / "m")]) == 2
+    assert "no 'train' folder" in capsys.readouterr().err
