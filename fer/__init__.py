@@ -7,6 +7,14 @@
 
 from fer.config import CLASS_NAMES, IMAGE_SIZE
 from fer.errors import DataError, FerError, ImageError, ModelError
-from fer.predict import Predictor, load_predictor
 
 __all__ = ["CLASS_NAMES", "IMAGE_SIZE", "DataError", "FerError", "ImageError", "ModelError", "Predictor", "load_predictor"]
+
+
+def __getattr__(name: str):
+    # Imported on first use, so `python -m fer.predict` does not import fer.predict twice.
+    if name in ("Predictor", "load_predictor"):
+        from fer import predict
+
+        return getattr(predict, name)
+    raise AttributeError(f"module 'fer' has no attribute {name!r}")

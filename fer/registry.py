@@ -29,10 +29,22 @@ def write_json_atomic(path: Path, data: dict) -> None:
         with os.fdopen(handle, "w") as stream:
             json.dump(data, stream, indent=2)
             stream.write("\n")
+        os.chmod(temporary, 0o644)  # mkstemp creates 0600; model and pointer files are meant to be shared
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def save_weights_only_model(model, path: str | Path) -> Path:
+    """Save `model` as a `.keras` file without optimizer state (a third of the size; serving never needs it)."""
+    import keras
+
+    clean = keras.models.clone_model(model)
+    clean.set_weights(model.get_weights())
+    path = Path(path)
+    clean.save(path)
+    return path
 
 
 def read_metadata(model_path: str | Path) -> dict:

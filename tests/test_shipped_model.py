@@ -1,0 +1,49 @@
+"""The model in models/ that current.json names: it loads, serves a real photo, and (with the data) scores what its
+JSON says it scores."""
+
+import pytest
+
+from fer.config import CLASS_NAMES
+from fer.predict import load_predictor
+from fer.registry import current_model_path, read_metadata
+from conftest import DATA_ROOT, PROJECT_ROOT
+
+MODELS = PROJECT_ROOT / "models"
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    return load_predictor(current_model_path(MODELS))
+
+
+def test_current_model_is_shipped_with_a_complete_json():
+    path = current_model_path(MODELS)
+    assert path.is_file(), f"models/current.json points at {path.name}, which is not in the repository"
+    metadata = read_metadata(path)
+    assert metadata["classes"] == list(CLASS_NAMES)
+    assert metadata["image_size"] == 48
+    for key in ("arch", "train_config", "data", "metrics", "command", "created", "training_seconds"):
+        assert key in metadata, key
+    validation = metadata["metrics"]["validation"]
+    assert validation["n_images"] == 2372
+    assert 0 < metadata["inference"]["temperature"] < 10
+
+
+def test_shipped_model_finds_and_classifies_a_real_face(shipped, astronaut):
+    faces = shipped.predict(astronaut)
+    assert len(faces) == 1
+    probabilities = faces[0]["probabilities"]
+    assert list(probabilities) == list(CLASS_NAMES)
+    # Eileen Collins smiles in this NASA portrait.
+    assert max(probabilities, key=probabilities.get) == "happy"
+
+
+@pytest.mark.data
+def test_evaluate_reproduces_the_accuracy_in_the_json(shipped):
+    from fer.evaluate import evaluate
+
+    report = evaluate(shipped, DATA_ROOT / "validation")
+    recorded = shipped.metadata["metrics"]["validation"]
+    assert report["n_images"] == recorded["n_images"]
+    assert report["accuracy"] == pytest.approx(recorded["accuracy"], abs=1e-9)
+    assert report["confusion"] == recorded["confusion"]
