@@ -104,6 +104,22 @@ def load_faces(
 ) -> FaceDataset:
     """Read every image under `directory/<class>/` as a face crop (no detection) into a FaceDataset."""
     paths, labels = list_images(directory, classes)
+    return load_face_files(paths, labels, classes, config, skip_unreadable, source=directory)
+
+
+def load_face_files(
+    paths: list[Path],
+    labels: list[int],
+    classes: tuple[str, ...] = CLASS_NAMES,
+    config: PreprocessConfig = PreprocessConfig(),
+    skip_unreadable: bool = True,
+    source: str | Path | None = None,
+) -> FaceDataset:
+    """Read the given face-crop files, labelled by index into `classes`, into a FaceDataset (in the given order).
+
+    Unreadable files are skipped with a warning (or raise ImageError when `skip_unreadable` is False); when none
+    is readable, DataError names `source`.
+    """
 
     def read(path: Path) -> np.ndarray | None:
         try:
@@ -118,6 +134,6 @@ def load_faces(
         faces = list(pool.map(read, paths))
     keep = [i for i, face in enumerate(faces) if face is not None]
     if not keep:
-        raise DataError(f"No readable images under {directory}.")
+        raise DataError(f"No readable images under {source or 'the given files'}.")
     images = np.stack([faces[i] for i in keep]).astype(np.uint8)  # (N, S, S) uint8
     return FaceDataset(images, np.asarray([labels[i] for i in keep], dtype=np.int64), [str(paths[i]) for i in keep], classes)

@@ -3,9 +3,25 @@
     python -m fer.train --data ../shared/data/fer2013 --arch seed_cnn --epochs 15 --out models/seed_cnn
     python -m fer.train --data ../shared/data/fer2013 --arch vgg_small --epochs 40 --out models/vgg_small --make-current
 
+Retraining from reviewers' corrections (issue 5): fine-tune the served model, or train from scratch, then gate:
+
+    python -m fer.train --data ../shared/data/fer2013 --labels labels/corrections.csv --fine-tune --gate \
+        --out models/vgg_small-r2
+    python -m fer.train --data ../shared/data/fer2013 --labels labels/corrections.csv --arch vgg_small --epochs 40 \
+        --out models/vgg_small-r3 --gate
+
 `--data` holds `train/` and `validation/` (the FER2013 and the study's layouts both do). The best epoch by validation
 accuracy is kept, training stops early when validation stops improving, and the final model is scored on
 validation through the same path `fer.evaluate` uses, with its calibration temperature fitted there.
+
+`--labels` applies the resolved corrections (`fer.corrections`) to the training split only; a corrected image that is
+also in validation stays out of training and is reported. A corrupt corrections file stops before anything is
+written. `--init-from` (a .keras path, a stem, or `current`; bare names are looked up in --out's folder) starts from
+a trained model, keeping its architecture, classes and preprocessing. `--fine-tune` means `--init-from current`
+with 3 epochs at learning rate 1e-4 unless given. `--gate` compares the new model with the current one on validation
+(`fer.gate`) and promotes or rejects it; the command then exits 1 on rejection. The new JSON records the corrections
+file's hash and row count, what they changed, and the parent model. `retrain_from_corrections` does the same
+fine-tune-and-gate as one call for the app.
 """
 
 from __future__ import annotations
@@ -21,13 +37,22 @@ from pathlib import Path
 
 import numpy as np
 
+from fer import config as fer_config
+from fer import corrections as fer_corrections
 from fer.config import CLASS_NAMES, PreprocessConfig
-from fer.errors import FerError
+from fer.errors import FerError, ModelError
 from fer.data import FaceDataset, find_split, load_faces
 from fer.metrics import classification_report, expected_calibration_error, fit_temperature, apply_temperature
-from fer.registry import set_current, write_json_atomic
+from fer.registry import current_model_path, read_metadata, save_weights_only_model, write_json_atomic
 
 logger = logging.getLogger(__name__)
+
+FINE_TUNE_EPOCHS = 3  # a few passes over the corrected set: minutes on two CPU cores, not hours
+FINE_TUNE_LEARNING_RATE = 1e-4  # a tenth of the from-scratch rate, so the served model is adjusted, not relearned
+
+
+def _ignore_progress(fraction: float, message: str) -> None:
+    pass
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,8 +99,20 @@ def make_dataset(faces: np.ndarray, labels: np.ndarray, num_classes: int, config
     return dataset.prefetch(tf.data.AUTOTUNE)
 
 
-def fit(train: FaceDataset, validation: FaceDataset, config: TrainConfig, out: Path, init_from: Path | None = None):
-    """Compile and fit; return the model with its best-validation weights and the per-epoch history."""
+def fine_tune_config(parent: dict, **overrides) -> TrainConfig:
+    """The fine-tuning settings for a model described by `parent` (its JSON): its architecture and inference."""
+    values = {"arch": parent.get("arch", TrainConfig.arch), "epochs": FINE_TUNE_EPOCHS,
+              "learning_rate": FINE_TUNE_LEARNING_RATE,
+              "flip_average": bool(parent.get("inference", {}).get("flip_average", TrainConfig.flip_average))}
+    return TrainConfig(**{**values, **overrides})
+
+
+def fit(train: FaceDataset, validation: FaceDataset, config: TrainConfig, out: Path, init_from: Path | None = None,
+        progress=None):
+    """Compile and fit; return the model with its best-validation weights and the per-epoch history.
+
+    `progress(fraction, message)`, if given, is called as batches finish, with `fraction` from 0 to 1.
+    """
     import keras
 
     from fer.model import build_model
@@ -101,6 +138,8 @@ def fit(train: FaceDataset, validation: FaceDataset, config: TrainConfig, out: P
         keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=max(2, config.patience // 2), min_lr=1e-5),
         keras.callbacks.CSVLogger(str(out.with_suffix(".history.csv"))),
     ]
+    if progress is not None:
+        callbacks.append(_progress_callback(progress, config.epochs))
     history = model.fit(
         make_dataset(train.images, train.labels, num_classes, config, training=True),
         validation_data=make_dataset(validation.images, validation.labels, num_classes, config, training=False),
@@ -110,6 +149,27 @@ def fit(train: FaceDataset, validation: FaceDataset, config: TrainConfig, out: P
         verbose=2,
     )
     return model, {key: [float(v) for v in values] for key, values in history.history.items()}
+
+
+def _progress_callback(progress, epochs: int):
+    """A Keras callback reporting (fraction of all epochs done, message) about every 20 batches and per epoch."""
+    import keras
+
+    class ProgressCallback(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch = epoch
+
+        def on_train_batch_end(self, batch, logs=None):
+            steps = self.params.get("steps") or 0
+            if steps and batch % 20 == 0:
+                progress((self.epoch + (batch + 1) / steps) / epochs, f"epoch {self.epoch + 1}/{epochs}")
+
+        def on_epoch_end(self, epoch, logs=None):
+            accuracy = (logs or {}).get("val_accuracy")
+            note = f", validation accuracy {accuracy:.3f}" if accuracy is not None else ""
+            progress((epoch + 1) / epochs, f"epoch {epoch + 1}/{epochs} done{note}")
+
+    return ProgressCallback()
 
 
 def plot_history(history: dict, path: Path) -> None:
@@ -130,69 +190,189 @@ def plot_history(history: dict, path: Path) -> None:
     plt.close(figure)
 
 
+def run(data_root: str | Path, out: Path, config: TrainConfig = TrainConfig(), preprocess: PreprocessConfig | None = None,
+        *, labels_path: str | Path | None = None, init_from: str | Path | None = None, progress=None,
+        argv: list[str] | None = None) -> dict:
+    """Load `data_root`'s splits, apply corrections, train (from `init_from` if given) and write out.keras + out.json.
+
+    Everything that can be checked is checked before training, so a corrupt corrections file or a missing parent
+    model raises a FerError while nothing has been written yet. Returns the new model's JSON as a dict.
+    """
+    report = progress or _ignore_progress
+    corrections = fer_corrections.read(labels_path) if labels_path is not None else None
+    classes, parent = CLASS_NAMES, None
+    if init_from is not None:
+        init_from = Path(init_from)
+        parent = read_metadata(init_from)
+        if not init_from.is_file():
+            raise ModelError(f"No model at {init_from}; its JSON is there but the .keras file is missing.")
+        classes = tuple(parent["classes"])
+        config = dataclasses.replace(config, arch=parent.get("arch", config.arch))
+        preprocess = preprocess or PreprocessConfig.from_dict(parent["preprocess"])
+    preprocess = preprocess or PreprocessConfig()
+    if (corrections is not None or parent is not None) and out.with_suffix(".keras").exists():
+        raise ModelError(f"{out.with_suffix('.keras')} already exists; choose a new --out so the model it would "
+                         "replace stays available to the gate and to rollback.")
+    report(0.0, "loading faces")
+    train_dir, validation_dir = find_split(data_root, "train"), find_split(data_root, "validation")
+    train = load_faces(train_dir, classes, preprocess)
+    validation = load_faces(validation_dir, classes, preprocess)
+    data_summary = {"train_dir": str(train_dir), "validation_dir": str(validation_dir)}
+    extra = {}
+    if corrections is not None:
+        data_summary["train_counts_before_corrections"] = train.counts()
+        train, summary = fer_corrections.apply(train, corrections, set(validation.hashes()))
+        logger.info("%s", summary.describe())
+        extra["corrections"] = summary.to_dict()
+    if parent is not None:
+        extra["parent"] = init_from.stem
+    data_summary.update({"train_counts": train.counts(), "validation_counts": validation.counts()})
+    logger.info("train %d faces %s; validation %d faces %s", len(train), train.counts(), len(validation), validation.counts())
+    out.parent.mkdir(parents=True, exist_ok=True)
+    report(0.05, f"training {config.epochs} epochs on {len(train)} faces")
+    started = time.time()
+    model, history = fit(train, validation, config, out, init_from,
+                         progress=lambda fraction, message: report(0.05 + 0.8 * fraction, message))
+    seconds = time.time() - started
+    report(0.85, "calibrating and saving")
+    return finish(model, config, preprocess, validation, out, data_summary, history, seconds, argv, extra=extra)
+
+
+def version_name(arch: str, models_dir: Path) -> str:
+    """A new version name such as `vgg_small-20260101-120000`, unused in `models_dir` and its candidates."""
+    from fer.models import CANDIDATES_DIR
+
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M%S")
+    name, number = f"{arch}-{stamp}", 1
+    while any((folder / f"{name}.json").exists() or (folder / f"{name}.keras").exists()
+              for folder in (models_dir, models_dir / CANDIDATES_DIR)):
+        number += 1
+        name = f"{arch}-{stamp}-{number}"
+    return name
+
+
+def retrain_from_corrections(labels_path: str | Path, data_root: str | Path, progress=None, *,
+                             models_dir: str | Path | None = None, rule=None, config: TrainConfig | None = None,
+                             name: str | None = None):
+    """Fine-tune the current model on `data_root` with the corrections applied, gate it, and promote or reject it.
+
+    `progress(fraction, message)` is called along the way (a `gr.Progress` fits). Returns a `fer.gate.GateResult`:
+    `.promoted`, `.reason`, `.format()` for the side-by-side table, `.candidate` for where the new model lies.
+    `config` overrides the fine-tuning settings (default: `fine_tune_config` of the current model's JSON).
+    Raises FerError (DataError for an unusable corrections file, ModelError without a current model).
+    """
+    from fer.gate import GateRule, apply_decision, gate
+
+    report = progress or _ignore_progress
+    models_dir = Path(models_dir) if models_dir is not None else fer_config.models_dir()
+    current = current_model_path(models_dir)
+    parent = read_metadata(current)
+    config = config or fine_tune_config(parent)
+    out = models_dir / (name or version_name(config.arch, models_dir))
+    argv = ["--data", str(data_root), "--labels", str(labels_path), "--init-from", str(current),
+            "--epochs", str(config.epochs), "--learning-rate", str(config.learning_rate), "--out", str(out), "--gate"]
+    run(data_root, out, config, labels_path=labels_path, init_from=current,
+        progress=lambda fraction, message: report(0.9 * fraction, message), argv=argv)
+    report(0.9, "comparing with the current model")
+    result = gate(out.with_suffix(".keras"), current, find_split(data_root, "validation"), rule or GateRule())
+    apply_decision(result, models_dir)
+    report(1.0, f"{result.status}: {result.reason}")
+    return result
+
+
 def main(argv: list[str] | None = None) -> int:
+    from fer import gate as fer_gate
+
     parser = argparse.ArgumentParser(prog="python -m fer.train", description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", required=True, help="dataset root with train/ and validation/ class folders")
     parser.add_argument("--out", required=True, help="output stem, e.g. models/seed_cnn (writes .keras and .json)")
     defaults = TrainConfig()
     parser.add_argument("--arch", default=defaults.arch)
-    parser.add_argument("--epochs", type=int, default=defaults.epochs)
+    parser.add_argument("--epochs", type=int, default=None, help=f"default {defaults.epochs}, or {FINE_TUNE_EPOCHS} with --fine-tune")
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    parser.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
+    parser.add_argument("--learning-rate", type=float, default=None,
+                        help=f"default {defaults.learning_rate}, or {FINE_TUNE_LEARNING_RATE} with --fine-tune")
     parser.add_argument("--patience", type=int, default=defaults.patience)
     parser.add_argument("--label-smoothing", type=float, default=defaults.label_smoothing)
     parser.add_argument("--no-augment", dest="augment", action="store_false")
     parser.add_argument("--no-flip-average", dest="flip_average", action="store_false")
     parser.add_argument("--class-weighting", action="store_true")
     parser.add_argument("--seed", type=int, default=defaults.seed)
-    parser.add_argument("--box-margin", type=float, default=PreprocessConfig().box_margin,
-                        help="crop margin around detected boxes, stored with the model")
-    parser.add_argument("--make-current", action="store_true", help="point models/current.json at the new model")
+    parser.add_argument("--box-margin", type=float, default=None,
+                        help=f"crop margin around detected boxes, stored with the model (default {PreprocessConfig().box_margin}, "
+                             "or the --init-from model's)")
+    parser.add_argument("--make-current", action="store_true", help="point models/current.json at the new model (no gate)")
+    parser.add_argument("--labels", help="reviewers' corrections CSV (labels/corrections.csv) to apply to the training split")
+    parser.add_argument("--init-from", help="start from this model: a .keras path, a stem, or `current`")
+    parser.add_argument("--fine-tune", action="store_true",
+                        help=f"--init-from current (unless given), {FINE_TUNE_EPOCHS} epochs, learning rate {FINE_TUNE_LEARNING_RATE}")
+    parser.add_argument("--gate", action="store_true", help="compare with the current model on validation; promote or reject")
+    fer_gate.add_rule_arguments(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     from fer.model import ARCHITECTURES
+    from fer.models import move_pointer, resolve_model
 
     if args.arch not in ARCHITECTURES:
         print(f"error: unknown --arch {args.arch!r}; choose one of {', '.join(sorted(ARCHITECTURES))}", file=sys.stderr)
         return 2
-    if args.epochs < 1:
+    epochs = args.epochs if args.epochs is not None else FINE_TUNE_EPOCHS if args.fine_tune else defaults.epochs
+    learning_rate = args.learning_rate if args.learning_rate is not None else (
+        FINE_TUNE_LEARNING_RATE if args.fine_tune else defaults.learning_rate)
+    if epochs < 1:
         print("error: --epochs must be at least 1", file=sys.stderr)
         return 2
-    config = TrainConfig(args.arch, args.epochs, args.batch_size, args.learning_rate, args.patience,
+    unknown = sorted(set(args.watch) - set(CLASS_NAMES))
+    if unknown:
+        print(f"error: --watch {' '.join(unknown)}: not a class ({', '.join(CLASS_NAMES)})", file=sys.stderr)
+        return 2
+    if args.gate and args.make_current:
+        print("error: choose --gate (promote only if it passes) or --make-current (promote regardless), not both", file=sys.stderr)
+        return 2
+    config = TrainConfig(args.arch, epochs, args.batch_size, learning_rate, args.patience,
                          args.label_smoothing, args.augment, args.flip_average, args.class_weighting, args.seed)
-    preprocess = PreprocessConfig(box_margin=args.box_margin)
+    preprocess = PreprocessConfig(box_margin=args.box_margin) if args.box_margin is not None else None
     out = Path(args.out)
     if out.suffix == ".keras":
         out = out.with_suffix("")
     try:
-        train_dir, validation_dir = find_split(args.data, "train"), find_split(args.data, "validation")
-        train = load_faces(train_dir, CLASS_NAMES, preprocess)
-        validation = load_faces(validation_dir, CLASS_NAMES, preprocess)
+        # Bare names (`current`, a version) refer to --out's folder: the models folder this command writes into.
+        init_spec = args.init_from or ("current" if args.fine_tune else None)
+        init_from = resolve_model(init_spec, out.parent) if init_spec else None
+        current = current_model_path(out.parent) if args.gate else None  # checked before training: the gate needs it
+        if args.gate and out.with_suffix(".keras").exists():
+            raise ModelError(f"{out.with_suffix('.keras')} already exists; the gate needs a new --out.")
+        metadata = run(args.data, out, config, preprocess, labels_path=args.labels, init_from=init_from, argv=argv)
+        if args.make_current:
+            move_pointer(out.with_suffix(".keras"), "use", out.parent, reason="fer.train --make-current")
+            logger.info("models/current.json now points at %s", out.with_suffix(".keras").name)
+        result = None
+        if args.gate:
+            result = fer_gate.gate(out.with_suffix(".keras"), current, metadata["data"]["validation_dir"],
+                                   fer_gate.rule_from_args(args))
+            fer_gate.apply_decision(result, out.parent)
     except FerError as error:
-        print(f"error: {error}", file=sys.stderr)
+        print("error: " + " ".join(str(error).split()), file=sys.stderr)
         return 2
-    logger.info("train %d faces %s; validation %d faces %s", len(train), train.counts(), len(validation), validation.counts())
-    out.parent.mkdir(parents=True, exist_ok=True)
-    started = time.time()
-    model, history = fit(train, validation, config, out)
-    seconds = time.time() - started
-    metadata = finish(model, config, preprocess, validation, out, {
-        "train_dir": str(train_dir), "validation_dir": str(validation_dir),
-        "train_counts": train.counts(), "validation_counts": validation.counts(),
-    }, history, seconds, argv)
-    if args.make_current:
-        set_current(out.with_suffix(".keras"), out.parent)
-        logger.info("models/current.json now points at %s", out.with_suffix(".keras").name)
     validation_report = metadata["metrics"]["validation"]
     print(f"validation accuracy {validation_report['accuracy']:.4f}  macro-F1 {validation_report['macro_f1']:.4f}  "
-          f"({seconds / 60:.1f} min)  -> {out.with_suffix('.keras')}")
+          f"({metadata['training_seconds'] / 60:.1f} min)  -> {out.with_suffix('.keras')}")
+    if "corrections" in metadata:
+        print(fer_corrections.CorrectionSummary(**metadata["corrections"]).describe())
+    if result is not None:
+        print()
+        print(result.format())
+        return 0 if result.promoted else 1
     return 0
 
 
 def finish(model, config: TrainConfig, preprocess: PreprocessConfig, validation: FaceDataset, out: Path,
-           data_summary: dict, history: dict, seconds: float, argv: list[str] | None) -> dict:
-    """Calibrate on validation, score through the serving path, and write NAME.keras + NAME.json."""
+           data_summary: dict, history: dict, seconds: float, argv: list[str] | None, extra: dict | None = None) -> dict:
+    """Calibrate on validation, score through the serving path, and write NAME.keras + NAME.json.
+
+    `extra` (parent model, corrections summary) is added to the JSON as top-level keys.
+    """
     from fer.predict import Predictor
 
     metadata = {
@@ -209,6 +389,7 @@ def finish(model, config: TrainConfig, preprocess: PreprocessConfig, validation:
         "training_seconds": round(seconds, 1),
         "command": "python -m fer.train " + " ".join(argv if argv is not None else sys.argv[1:]),
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        **(extra or {}),
     }
     predictor = Predictor(model, metadata)
     raw = np.concatenate([predictor.predict_faces(validation.images[i:i + 256]) for i in range(0, len(validation), 256)])
@@ -221,7 +402,7 @@ def finish(model, config: TrainConfig, preprocess: PreprocessConfig, validation:
     report["ece_before_calibration"] = expected_calibration_error(raw, validation.labels)
     report["ece_after_calibration"] = expected_calibration_error(calibrated, validation.labels)
     metadata["metrics"] = {"validation": report}
-    model.save(out.with_suffix(".keras"))
+    save_weights_only_model(model, out.with_suffix(".keras"))
     write_json_atomic(out.with_suffix(".json"), metadata)
     plot_history(history, out.with_suffix(".curves.png"))
     return metadata
