@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import threading
 import warnings
 from pathlib import Path
 
@@ -15,6 +16,16 @@ from fer.errors import ImageError
 # Larger images are refused before decoding: a 30000x30000 "decompression bomb" would need 2.7 GB.
 MAX_PIXELS = 100_000_000
 MAX_FILE_BYTES = 50 * 1024 * 1024
+# The formats we promise. Pillow knows more, but some are risky to hand untrusted bytes: EPS runs Ghostscript.
+# (Phone cameras' multi-picture JPEGs open through "JPEG" too, as Pillow's MPO images.)
+FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF")
+FORMAT_NAMES = "JPEG, PNG, WEBP, BMP, GIF or TIFF"
+
+# What Pillow raises for corrupt input (its own fuzzing harness lists these); anything else is a bug worth seeing.
+_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, NotImplementedError, OverflowError, MemoryError)
+# warnings.catch_warnings swaps process-wide state; the lock keeps our threads (fer.data decodes on four) from
+# restoring each other's filters. It is held only while Pillow reads the header, never while it decodes pixels.
+_open_lock = threading.Lock()
 
 ImageSource = str | os.PathLike | bytes | np.ndarray | Image.Image
 
@@ -24,14 +35,15 @@ def load_image(source: ImageSource) -> np.ndarray:
 
     `source` may be a file path, the encoded bytes of a file, a PIL image, or a NumPy array. Arrays are taken as
     RGB (or RGBA, or grayscale (H, W) / (H, W, 1)); uint8 is used as is, uint16 is scaled down, floats must be finite
-    and in [0, 1] (or [0, 255] when any value exceeds 1). EXIF orientation is applied; transparency is flattened onto
-    white; 16-bit, palette, CMYK and grayscale files are converted; animated files give their first frame.
-    Raises ImageError with a message naming the problem for anything else.
+    and in [0, 1] (or [0, 255] when any value exceeds 1). Files may be JPEG, PNG, WEBP, BMP, GIF or TIFF, at most
+    MAX_FILE_BYTES and MAX_PIXELS. EXIF orientation is applied; transparency is flattened onto white; 16-bit,
+    palette, CMYK and grayscale files are converted; animated files give their first frame.
+    Raises ImageError with a one-line message naming the problem (and the file) for anything else.
     """
     if isinstance(source, np.ndarray):
         return _array_to_rgb(source)
     if isinstance(source, Image.Image):
-        return _pil_to_rgb(source)
+        return _decode(source, "the image")
     if isinstance(source, (bytes, bytearray, memoryview)):
         data = bytes(source)
         name = "the uploaded data"
@@ -40,34 +52,84 @@ def load_image(source: ImageSource) -> np.ndarray:
     else:
         raise ImageError(f"Cannot read an image from a {type(source).__name__}; pass a path, bytes or an array.")
     if not data:
-        raise ImageError(f"{name} is empty (0 bytes); choose a JPEG, PNG, WEBP, BMP, GIF or TIFF image.")
+        raise ImageError(f"{name} is empty (0 bytes); choose a {FORMAT_NAMES} image.")
     if len(data) > MAX_FILE_BYTES:
-        raise ImageError(f"{name} is {len(data) / 2**20:.0f} MB; images up to {MAX_FILE_BYTES // 2**20} MB are accepted.")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
-            _check_pixel_count(image.size, name)
-            return _pil_to_rgb(image)
-    except ImageError:
-        raise
-    except (UnidentifiedImageError, SyntaxError):
-        raise ImageError(f"{name} is not an image this app can read; use JPEG, PNG, WEBP, BMP, GIF or TIFF.") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise ImageError(f"{name} declares too many pixels; use an image under {MAX_PIXELS // 1_000_000} megapixels.") from None
-    except (OSError, ValueError, EOFError) as error:
-        raise ImageError(f"{name} could not be decoded ({error}); it may be truncated or corrupt.") from None
+        raise ImageError(_too_large(name, len(data)))
+    return _decode(_open(data, name), name)
 
 
 def _read_file(path: Path) -> bytes:
-    if not path.exists():
-        raise ImageError(f"No such file: {path}")
-    if not path.is_file():
-        raise ImageError(f"{path} is not a file.")
-    size = path.stat().st_size
-    if size > MAX_FILE_BYTES:
-        raise ImageError(f"{path} is {size / 2**20:.0f} MB; images up to {MAX_FILE_BYTES // 2**20} MB are accepted.")
-    return path.read_bytes()
+    try:
+        if not path.exists():
+            raise ImageError(f"No such file: {path}")
+        if not path.is_file():
+            raise ImageError(f"{path} is not a file (a folder or a device?); choose an image file.")
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES:
+            raise ImageError(_too_large(path, size))
+        return path.read_bytes()
+    except ImageError:
+        raise
+    except (OSError, ValueError) as error:  # permission denied, a NUL in the name, a file vanishing mid-read
+        raise ImageError(f"Cannot read {path}: {_one_line(error)}") from None
+
+
+def _too_large(name: str | Path, size: int) -> str:
+    return (f"{name} is larger than the {MAX_FILE_BYTES // 2**20} MB limit ({size:,} bytes); "
+            "use a smaller or more compressed image.")
+
+
+def _open(data: bytes, name: str) -> Image.Image:
+    """Read the header only: unknown formats and oversized images are refused before any pixel is decoded."""
+    try:
+        with _open_lock, warnings.catch_warnings():
+            # Pillow warns above ~89 megapixels; our own MAX_PIXELS check below decides, with the real size.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data), formats=FORMATS)
+    except Image.DecompressionBombError:  # over twice Pillow's limit: it refuses to even report the size
+        raise ImageError(f"{name} declares far too many pixels (a decompression bomb?); use an image under "
+                         f"{MAX_PIXELS // 1_000_000} megapixels.") from None
+    except UnidentifiedImageError:
+        what = _describe(data)
+        seems = f" (it looks like {what})" if what else ""
+        raise ImageError(f"{name} is not an image this app can read{seems}; use {FORMAT_NAMES}.") from None
+    except _DECODE_ERRORS as error:
+        raise ImageError(f"{name} could not be decoded ({_one_line(error)}); it may be truncated or corrupt.") from None
+    _check_pixel_count(image.size, name)
+    return image
+
+
+def _describe(data: bytes) -> str | None:
+    """What a file Pillow could not identify seems to be, from its first bytes, to say so in the error."""
+    head = data[:64]
+    if head.startswith(b"%PDF"):
+        return "a PDF document"
+    if head.startswith(b"%!PS"):
+        return "a PostScript (EPS) drawing"
+    if head[4:8] == b"ftyp":  # ISO media: MP4 and MOV videos, but also HEIC and AVIF photos
+        brand = head[8:12]
+        if brand in (b"heic", b"heix", b"heim", b"heis", b"hevc", b"mif1", b"msf1"):
+            return "a HEIC photo"
+        if brand in (b"avif", b"avis"):
+            return "an AVIF image"
+        return "a video (MP4/MOV)"
+    if head.startswith(b"RIFF") and head[8:12] == b"AVI ":
+        return "a video (AVI)"
+    if head.startswith(b"\x1aE\xdf\xa3"):
+        return "a video (WebM/MKV)"
+    if head.startswith(b"PK\x03\x04"):
+        return "a ZIP archive"
+    start = data[:1024]
+    if b"<svg" in start.lower():
+        return "an SVG drawing"
+    if b"\x00" not in start:
+        try:
+            start.decode("utf-8")
+            return "a text file"
+        except UnicodeDecodeError as error:
+            if error.start >= len(start) - 3:  # a multi-byte character cut by the 1024-byte window
+                return "a text file"
+    return None
 
 
 def _check_pixel_count(size: tuple[int, int], name: str) -> None:
@@ -80,22 +142,40 @@ def _check_pixel_count(size: tuple[int, int], name: str) -> None:
         )
 
 
+def _decode(image: Image.Image, name: str) -> np.ndarray:
+    """Pixels of an opened (possibly not yet decoded) PIL image as RGB uint8 (H, W, 3)."""
+    _check_pixel_count(image.size, name)
+    try:
+        if image.tell() != 0:
+            image.seek(0)  # animated GIF/WEBP/PNG, multi-page TIFF: the first frame
+        image.load()  # decode now, so truncated files fail here
+        try:
+            image = ImageOps.exif_transpose(image)
+        except _DECODE_ERRORS:
+            pass  # unreadable EXIF: show the pixels as stored rather than refuse the photo
+        return _pil_to_rgb(image)
+    except ImageError as error:  # 32-bit or float pixels (TIFF) outside the ranges _to_uint8 understands
+        raise ImageError(f"{name} holds pixel values this app cannot convert ({str(error).rstrip('.')}).") from None
+    except _DECODE_ERRORS as error:
+        raise ImageError(f"{name} could not be decoded ({_one_line(error)}); it may be truncated or corrupt.") from None
+
+
 def _pil_to_rgb(image: Image.Image) -> np.ndarray:
-    _check_pixel_count(image.size, "the image")
-    image.seek(0)  # animated GIF/WEBP/TIFF: first frame
-    image.load()  # decode now so truncated files fail here
-    image = ImageOps.exif_transpose(image)
-    mode = image.mode
-    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+    if image.mode.startswith("I;16"):
+        # 16-bit grayscale: keep the high byte. `_array_to_rgb` would guess the range from the values and show a
+        # dark 16-bit picture (all values under 256) as a bright 8-bit one.
+        values = np.asarray(image)  # (H, W) uint16 in either byte order
+        return _array_to_rgb((values >> 8).astype(np.uint8))
+    if image.mode in ("I", "F"):
         return _array_to_rgb(np.asarray(image))
-    if mode == "P":
-        image = image.convert("RGBA")
-    if mode == "LA":
-        image = image.convert("RGBA")
-    if image.mode == "RGBA":
-        background = Image.new("RGBA", image.size, (255, 255, 255, 255))
-        image = Image.alpha_composite(background, image)
+    if image.has_transparency_data:  # LA, PA, RGBA, or a palette/gray/RGB PNG with a transparent colour
+        rgba = image.convert("RGBA")
+        image = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
     return np.ascontiguousarray(np.asarray(image.convert("RGB"), dtype=np.uint8))
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split()) or type(error).__name__
 
 
 def _array_to_rgb(array: np.ndarray) -> np.ndarray:
@@ -108,7 +188,10 @@ def _array_to_rgb(array: np.ndarray) -> np.ndarray:
     if array.shape[0] < 1 or array.shape[1] < 1:
         raise ImageError(f"An image array must not be empty; got shape {array.shape}.")
     if array.shape[0] * array.shape[1] > MAX_PIXELS:
-        raise ImageError(f"An image array of {array.shape[1]}x{array.shape[0]} pixels is too large.")
+        raise ImageError(
+            f"An image array of {array.shape[1]}x{array.shape[0]} pixels is too large; "
+            f"use one under {MAX_PIXELS // 1_000_000} megapixels."
+        )
     array = _to_uint8(array)
     if array.ndim == 2:
         array = np.repeat(array[:, :, None], 3, axis=2)

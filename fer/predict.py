@@ -56,7 +56,11 @@ class Predictor:
 
     def predict_faces(self, faces: np.ndarray) -> np.ndarray:
         """(N, S, S) uint8 faces from `preprocess_face` -> (N, C) probabilities in `self.classes` order."""
-        faces = np.asarray(faces)
+        try:
+            faces = np.asarray(faces)
+        except ValueError:  # a list of arrays of different shapes
+            raise ImageError(f"predict_faces expects an (N, {self.image_size}, {self.image_size}) array; "
+                             "got a list of faces of different shapes.") from None
         if faces.ndim == 2:
             faces = faces[None]
         size = self.image_size

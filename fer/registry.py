@@ -56,6 +56,9 @@ def read_metadata(model_path: str | Path) -> dict:
         metadata = json.loads(path.read_text())
     except (OSError, ValueError) as error:
         raise ModelError(f"{path} is not valid JSON ({error}); restore it or retrain with `python -m fer.train`.") from None
+    if not isinstance(metadata, dict):
+        raise ModelError(f"{path} must hold a JSON object with classes, image_size and preprocess; "
+                         f"it holds {type(metadata).__name__}. Restore it or retrain with `python -m fer.train`.")
     missing = [key for key in ("classes", "image_size", "preprocess") if key not in metadata]
     if missing:
         raise ModelError(f"{path} lacks {', '.join(missing)}; retrain with `python -m fer.train`.")
