@@ -1,0 +1,134 @@
+"""The app in a real browser: Playwright drives Debian's Chromium (`apt-get install chromium`) against the app served
+in-process. Uploads a photo of a person and checks the page shows its box and four probabilities; streams the same
+person through a fake webcam and checks the live tab labels them.
+
+Playwright's own browser download is not used. A missing Chromium fails these tests (they must run in CI), it
+does not skip them; CHROMIUM_PATH overrides /usr/bin/chromium.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import socket
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+import app
+from fer import annotate, labels
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = Path(os.environ.get("CHROMIUM_PATH") or "/usr/bin/chromium")
+TIMEOUT_MS = 60_000  # a loaded CI machine may take a while for the first TensorFlow call
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def served(predictor):
+    demo = app.build_demo(predictor)
+    _, url, _ = app.launch(demo, prevent_thread_lock=True, server_name="127.0.0.1", server_port=_free_port(),
+                           quiet=True)
+    yield url
+    demo.close()
+
+
+@pytest.fixture(scope="module")
+def fake_webcam(tmp_path_factory, astronaut) -> Path:
+    """A Y4M video of the astronaut, which Chromium plays as its camera (--use-file-for-fake-video-capture)."""
+    frame = np.full((480, 640, 3), 40, dtype=np.uint8)
+    frame[:, 64:576] = cv2.resize(astronaut, (512, 480), interpolation=cv2.INTER_AREA)
+    planes = cv2.cvtColor(frame, cv2.COLOR_RGB2YUV_I420).tobytes()  # Y, then U and V at quarter size
+    path = tmp_path_factory.mktemp("webcam") / "astronaut.y4m"
+    with open(path, "wb") as stream:
+        stream.write(b"YUV4MPEG2 W640 H480 F15:1 Ip A1:1 C420jpeg\n")
+        for _ in range(15):
+            stream.write(b"FRAME\n" + planes)
+    return path
+
+
+@pytest.fixture(scope="module")
+def browser(fake_webcam):
+    if not CHROMIUM.is_file():
+        pytest.fail(f"No Chromium at {CHROMIUM}: install it with `apt-get install -y chromium` (Debian), or set "
+                    "CHROMIUM_PATH. The browser tests must run, so they fail rather than skip.")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.fail("Playwright is not installed: `pip install -r requirements-dev.txt`.")
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=[
+            "--no-sandbox",
+            "--use-fake-ui-for-media-stream",  # grant the camera without a prompt
+            "--use-fake-device-for-media-stream",
+            f"--use-file-for-fake-video-capture={fake_webcam}",
+        ])
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser, served):
+    context = browser.new_context(viewport={"width": 1300, "height": 1400}, permissions=["camera"])
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    page.goto(served)
+    yield page
+    context.close()
+
+
+def test_upload_shows_box_and_four_probabilities(page, predictor, astronaut, tmp_path, monkeypatch):
+    labels_dir = tmp_path / "labels"
+    monkeypatch.setenv("FER_LABELS_DIR", str(labels_dir))  # read by the server thread when a face is flagged
+    photo_path = tmp_path / "astronaut.png"
+    Image.fromarray(astronaut).save(photo_path)
+
+    page.get_by_text("not a diagnosis").wait_for()  # the note on what the model can and cannot tell
+    page.locator("input[type=file]").first.set_input_files(str(photo_path))
+    panel = page.locator("#face-1")
+    panel.wait_for(state="visible")
+    text = panel.inner_text()
+    for name in predictor.classes:
+        assert re.search(rf"{name}\s+\d+%", text), f"no percentage for {name} in {text!r}"
+    assert len(re.findall(r"\d+%", text)) == 4
+    assert page.locator("#face-2").is_hidden()
+    assert "1 face found" in page.locator("#predict-message").inner_text()
+
+    # The annotated picture the page shows has the face's box drawn in its class colour.
+    face = predictor.predict(astronaut)[0]
+    source = page.locator("#predict-picture img").get_attribute("src")
+    shown = np.asarray(Image.open(io.BytesIO(page.request.get(source).body())).convert("RGB"), dtype=int)
+    assert shown.shape == astronaut.shape
+    x, y, w, h = face["box"]
+    edge = shown[y + h // 4: y + 3 * h // 4, x]  # the box's left edge; the picture is a JPEG, so allow some error
+    assert np.abs(edge - annotate.colour_for(face["probabilities"])).max(axis=1).mean() < 40
+    page.screenshot(path=str(tmp_path / "predict.png"), full_page=True)
+
+    page.locator("#face-1").get_by_role("button", name="This is wrong").click()
+    page.get_by_text("Sent for review").wait_for()
+    assert len(labels.read_flagged(labels_dir).rows) == 1
+
+
+def test_live_webcam_labels_the_face(page, predictor, tmp_path):
+    page.get_by_role("tab", name="Live webcam").click()
+    page.get_by_role("button", name="Click to Access Webcam").click()
+    page.get_by_text("Record", exact=True).click()
+    now = page.locator("#live-now")
+    # The labels fill in once the session's series takes its first point, i.e. once a face is tracked.
+    page.wait_for_function("document.querySelector('#live-now').innerText.match(/\\d+%/g)?.length === 4",
+                           timeout=TIMEOUT_MS)
+    text = now.inner_text()
+    assert all(name in text for name in predictor.classes)
+    page.locator("#live-frame img").wait_for(state="visible")  # the annotated frames come back
+    page.screenshot(path=str(tmp_path / "live.png"), full_page=True)
+    page.get_by_text("Stop", exact=True).click()
