@@ -18,6 +18,8 @@ Box = tuple[int, int, int, int]
 # Detection runs on a copy whose longer side is at most this; boxes are mapped back to full resolution.
 DETECT_MAX_SIDE = 640
 MIN_FACE_FRACTION = 0.04  # of the shorter side of the detection image; smaller faces are ignored
+MIN_FACE_PIXELS = 40  # in the photo's own pixels: a smaller face has less detail than the model's 48x48 input
+CASCADE_WINDOW = 24  # the cascade's native window: the smallest face it can find in the image it scans
 MAX_FACES = 20
 
 _local = threading.local()  # a cascade per thread: CascadeClassifier objects are not safe to share across threads
@@ -56,9 +58,15 @@ def detect_faces(image: np.ndarray, max_side: int = DETECT_MAX_SIDE, max_faces: 
     gray = to_gray(image)
     height, width = gray.shape
     scale = min(1.0, max_side / max(height, width))
-    small = gray if scale == 1.0 else cv2.resize(gray, (round(width * scale), round(height * scale)), interpolation=cv2.INTER_AREA)
+    # A photo small enough to keep its size is scanned shrunk further, until the smallest face worth finding
+    # (MIN_FACE_PIXELS) is the cascade's own window: no time goes on scales where nothing we want can be found.
+    scale *= min(1.0, CASCADE_WINDOW / (MIN_FACE_PIXELS * scale))
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    small = gray if scale == 1.0 else cv2.resize(gray, size, interpolation=cv2.INTER_AREA)
+    if min(small.shape) < CASCADE_WINDOW:
+        return []  # a strip or a thumbnail: no face of a usable size fits
     small = cv2.equalizeHist(small)
-    min_side = max(20, int(MIN_FACE_FRACTION * min(small.shape)))
+    min_side = max(CASCADE_WINDOW, int(MIN_FACE_FRACTION * min(small.shape)))
     found = _cascade().detectMultiScale(small, scaleFactor=1.1, minNeighbors=5, minSize=(min_side, min_side))
     boxes = [_clip_box(tuple(int(round(v / scale)) for v in box), width, height) for box in np.asarray(found).reshape(-1, 4)]
     boxes.sort(key=lambda box: box[2] * box[3], reverse=True)

@@ -1,0 +1,65 @@
+"""Times the PyPI `fer` package (justinshenk) for speed.py; run ONLY with the Python of the separate venv it lives in.
+
+    /work/fer-pypi-venv/bin/python benchmarks/_fer_pypi_runner.py
+
+PyPI `fer` has our import name, so it never goes into this project's venv, and speed.py starts this script with a
+clean PYTHONPATH from a temporary working directory. Protocol, one JSON object a line:
+  stdout, first:  {"ready": true, "version": ..., "module": ..., "import_s": ..., "init_s": {variant: s}}
+  stdin:          {"image": PATH, "seconds": S, "min_repeats": N, "variant": "tflite" | "keras"}
+  stdout:         {"times": [seconds per call, ...], "boxes": [[x, y, w, h], ...]}
+  stdin:          {"quit": true}   (or end of input): the runner exits
+Each timed call is what a user of the package does with a JPEG: cv2.imdecode of the file's bytes, then
+FER(...).detect_emotions(image).
+"""
+
+import json
+import os
+import sys
+import time
+
+started = time.perf_counter()
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+import fer  # noqa: E402
+from fer.fer import FER  # noqa: E402
+
+import_seconds = time.perf_counter() - started
+
+
+def main() -> int:
+    if "site-packages" not in fer.__file__:
+        print(json.dumps({"error": f"imported fer from {fer.__file__}, not from the PyPI package"}), flush=True)
+        return 2
+    cascade = os.path.join(os.path.dirname(fer.__file__), "data", "haarcascade_frontalface_default.xml")
+    detectors, init_seconds = {}, {}
+    for variant, use_tflite in (("tflite", True), ("keras", False)):
+        begun = time.perf_counter()
+        try:
+            detectors[variant] = FER(cascade_file=cascade, use_tflite=use_tflite)  # the package's default is tflite
+        except Exception as error:  # report, do not hide: the parent prints it
+            init_seconds[variant] = f"unavailable: {type(error).__name__}: {error}"
+            continue
+        init_seconds[variant] = time.perf_counter() - begun
+    print(json.dumps({"ready": True, "version": getattr(fer, "__version__", "?"), "module": fer.__file__,
+                      "cascade": cascade, "import_s": import_seconds, "init_s": init_seconds}), flush=True)
+    for line in sys.stdin:
+        command = json.loads(line)
+        if command.get("quit"):
+            return 0
+        detector = detectors[command.get("variant", "tflite")]
+        with open(command["image"], "rb") as stream:
+            data = np.frombuffer(stream.read(), np.uint8)
+        times, result = [], []
+        deadline = time.perf_counter() + float(command.get("seconds", 0))
+        while len(times) < int(command.get("min_repeats", 1)) or time.perf_counter() < deadline:
+            begun = time.perf_counter()
+            image = cv2.imdecode(data, cv2.IMREAD_COLOR)  # BGR, as the package expects
+            result = detector.detect_emotions(image)
+            times.append(time.perf_counter() - begun)
+        boxes = [[int(value) for value in face["box"]] for face in result]
+        print(json.dumps({"times": times, "boxes": boxes}), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
