@@ -67,6 +67,10 @@ class TrainConfig:
     flip_average: bool = True  # average the prediction over the face and its mirror image at inference
     class_weighting: bool = False  # weight the loss by inverse class frequency
     seed: int = 1337
+    schedule: str = "plateau"  # "plateau": halve the rate when validation loss stalls; "cosine": decay to 0 over the epochs
+
+
+SCHEDULES = ("plateau", "cosine")
 
 
 def augmenter():
@@ -124,8 +128,14 @@ def fit(train: FaceDataset, validation: FaceDataset, config: TrainConfig, out: P
         model, _ = load_model(init_from)
     else:
         model = build_model(config.arch, num_classes, train.images.shape[1])
+    if config.schedule not in SCHEDULES:
+        raise ValueError(f"Unknown schedule {config.schedule!r}; choose one of {SCHEDULES}.")
+    learning_rate = config.learning_rate
+    if config.schedule == "cosine":
+        steps_per_epoch = -(-len(train) // config.batch_size)
+        learning_rate = keras.optimizers.schedules.CosineDecay(config.learning_rate, config.epochs * steps_per_epoch)
     model.compile(
-        optimizer=keras.optimizers.Adam(config.learning_rate),
+        optimizer=keras.optimizers.Adam(learning_rate),
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
         metrics=["accuracy"],
     )
@@ -135,9 +145,11 @@ def fit(train: FaceDataset, validation: FaceDataset, config: TrainConfig, out: P
         class_weight = {i: float(counts.sum() / (num_classes * max(c, 1))) for i, c in enumerate(counts)}
     callbacks = [
         keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max", patience=config.patience, restore_best_weights=True),
-        keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=max(2, config.patience // 2), min_lr=1e-5),
         keras.callbacks.CSVLogger(str(out.with_suffix(".history.csv"))),
     ]
+    if config.schedule == "plateau":
+        callbacks.append(keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5,
+                                                           patience=max(2, config.patience // 2), min_lr=1e-5))
     if progress is not None:
         callbacks.append(_progress_callback(progress, config.epochs))
     history = model.fit(
@@ -298,6 +310,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-flip-average", dest="flip_average", action="store_false")
     parser.add_argument("--class-weighting", action="store_true")
     parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--schedule", choices=SCHEDULES, default=defaults.schedule,
+                        help="learning-rate schedule: halve on a validation plateau, or cosine decay to 0 over --epochs")
     parser.add_argument("--box-margin", type=float, default=None,
                         help=f"crop margin around detected boxes, stored with the model (default {PreprocessConfig().box_margin}, "
                              "or the --init-from model's)")
@@ -331,7 +345,8 @@ def main(argv: list[str] | None = None) -> int:
         print("error: choose --gate (promote only if it passes) or --make-current (promote regardless), not both", file=sys.stderr)
         return 2
     config = TrainConfig(args.arch, epochs, args.batch_size, learning_rate, args.patience,
-                         args.label_smoothing, args.augment, args.flip_average, args.class_weighting, args.seed)
+                         args.label_smoothing, args.augment, args.flip_average, args.class_weighting, args.seed,
+                         args.schedule)
     preprocess = PreprocessConfig(box_margin=args.box_margin) if args.box_margin is not None else None
     out = Path(args.out)
     if out.suffix == ".keras":
