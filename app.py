@@ -1,13 +1,17 @@
-"""The Gradio app: the Predict tab (photos) and the Live tab (webcam), wired to the fer library.
+"""The Gradio app: Predict (photos), Live webcam, Review (reviewers correct labels) and Model tabs.
 
     python app.py                     # http://127.0.0.1:7860 with the model models/current.json names
 
 The same file runs as a Hugging Face Space. Settings come from the environment: FER_MODELS_DIR and FER_LABELS_DIR
-(see fer/config.py), GRADIO_SERVER_NAME and GRADIO_SERVER_PORT (Gradio's own). The server downloads nothing and
-sends no usage analytics.
+(see fer/config.py), FER_DATA_DIR (the labelled faces reviewers rank and fine-tuning trains on),
+FER_UNLABELLED_DIR (an optional folder of unlabelled faces to review), reviewer accounts FER_REVIEWERS /
+FER_REVIEWERS_FILE and FER_SESSION_SECRET (see fer/auth.py), GRADIO_SERVER_NAME and GRADIO_SERVER_PORT (Gradio's
+own). The server downloads nothing and sends no usage analytics.
 
-Handlers here only translate between components and library calls (fer.photo, fer.live), and turn library errors
-into gr.Error. To add a tab, write a `_something_tab(...)` function and call it inside `gr.Tabs()` in `build_demo`.
+Handlers here only translate between components and library calls (fer.photo, fer.live, fer.review, fer.train),
+and turn library errors into gr.Error. Every handler that writes (labels, retraining) checks the reviewer's signed
+session token on the server, whatever the page shows. To add a tab, write a `_something_tab(...)` function and call
+it inside `gr.Tabs()` in `build_demo`.
 """
 
 from __future__ import annotations
@@ -21,8 +25,9 @@ import gradio as gr
 from gradio.data_classes import ImageData
 
 import fer
-from fer import annotate, config, live, photo
+from fer import annotate, auth, config, labels, live, photo, review, review_view, train
 from fer.errors import FerError
+from fer.serving import ServedModel
 
 MAX_FILE_SIZE = "15mb"  # uploads over this are refused by Gradio before they reach the handlers
 CONCURRENCY = 2  # events run at once (a Space's free CPU has 2 cores; TensorFlow uses both for one batch)
@@ -30,6 +35,12 @@ STREAM_EVERY_S = 1 / 15  # the browser sends a webcam frame this often (target 1
 STREAM_TIME_LIMIT_S = 300  # one visitor's stream then rejoins the queue, so others get a turn
 DELETE_CACHE = (600, 1800)  # every 10 minutes, delete uploads older than 30 minutes from Gradio's temporary cache
 CSS = ".face-panel { max-width: 360px; }"  # a lone face's panel should not stretch across the page
+QUEUE_LIMIT = 500  # faces per review queue: a sitting's work; load the queue again for more
+QUEUE_CHOICES = [
+    ("Training faces, likeliest mislabels first (sad and neutral)", "dataset"),
+    ("Faces visitors marked as wrong", "flagged"),
+    ("Unlabelled faces ($FER_UNLABELLED_DIR), sad-neutral toss-ups first", "unlabelled"),
+]
 
 TITLE = "fer: facial expression recognition"
 NOTE = f"""
@@ -141,6 +152,124 @@ def reset_live() -> tuple:
     return None, None, None, None, None
 
 
+def signed_in_reviewer(token: str | None) -> str:
+    """The reviewer a session token belongs to; gr.Error for anyone else. Called by every handler that writes."""
+    name = auth.verify_token(token) if token else None
+    if name is None:
+        raise gr.Error("Sign in as a reviewer first (Review tab)." if auth.reviewers_configured() else auth.SETUP_HELP)
+    return name
+
+
+def sign_in(name: str, password: str) -> tuple:
+    """Check a reviewer's name and password; on success the browser session holds a signed token."""
+    if not auth.reviewers_configured():
+        raise gr.Error(auth.SETUP_HELP)
+    if not auth.check_login(name or "", password or ""):
+        raise gr.Error("Wrong reviewer name or password.")
+    return auth.issue_token(name), f"Signed in as **{name.strip()}**.", ""
+
+
+def sign_out(token: str | None) -> tuple:
+    if token:
+        auth.revoke_token(token)
+    return None, None, "Signed out.", *show_review_item(None, "")
+
+
+def show_review_item(session: review.ReviewSession | None, note: str) -> tuple:
+    """The face (enlarged), what is known about it, the model's probabilities, progress, and a note."""
+    item = session.current if session is not None else None
+    if session is None:
+        return None, "", None, "", note
+    if item is None:
+        return None, "**This queue is done.** Load it again for more faces.", None, session.describe_progress(), note
+    return (review_view.enlarge(item.face), review_view.describe_item(item), item.probabilities,
+            session.describe_progress(), note)
+
+
+def load_review_queue(served, source: str, token: str | None, progress=gr.Progress()) -> tuple:
+    """Build the chosen queue for the signed-in reviewer, leaving out faces they have already labelled."""
+    reviewer = signed_in_reviewer(token)
+    folder = None
+    if source == "unlabelled":
+        folder = os.environ.get("FER_UNLABELLED_DIR")
+        if not folder:
+            raise gr.Error("No unlabelled faces configured: set FER_UNLABELLED_DIR to a folder of face images "
+                           "and restart the app.")
+    progress(0.0, desc="ranking faces (the first time for a model takes up to a minute)")
+    try:
+        items = review.build_queue(source, predictor=served, reviewer=reviewer, folder=folder, limit=QUEUE_LIMIT)
+    except (FerError, ValueError) as error:
+        raise gr.Error(str(error)) from None
+    session = review.ReviewSession(items, reviewer)
+    note = f"Loaded {len(items)} faces." if items else "Nothing to review in this queue."
+    return session, *show_review_item(session, note)
+
+
+def review_action(action: str, token: str | None, session: review.ReviewSession | None) -> tuple:
+    """A label, skip, back or undo on the current face of the reviewer's queue."""
+    reviewer = signed_in_reviewer(token)
+    if session is None:
+        raise gr.Error("Load a queue first.")
+    if session.reviewer != labels.clean_reviewer(reviewer):
+        raise gr.Error("This queue was loaded under another sign-in; load it again.")
+    try:
+        if action in review_view.LABEL_ACTIONS:
+            note = review_view.describe_row(session.record(action), "Saved")
+        elif action == "skip":
+            session.skip()
+            note = "Skipped."
+        elif action == "back":
+            session.back()
+            note = "Back one face."
+        elif action == "undo":
+            note = review_view.describe_row(session.undo(), "Undid your label of")
+        else:
+            raise gr.Error(f"Unknown review action {action!r}.")
+    except FerError as error:
+        raise gr.Error(str(error)) from None
+    return session, *show_review_item(session, note)
+
+
+def show_agreement(token: str | None) -> str:
+    signed_in_reviewer(token)
+    try:
+        return review_view.format_agreement(labels.summarize())
+    except FerError as error:
+        raise gr.Error(str(error)) from None
+
+
+def describe_served(served) -> str:
+    return f"Model: `{served.version}` · classes: {', '.join(served.classes)}"
+
+
+def show_model() -> tuple:
+    """The served model's summary, per-class scores, confusion matrix, and the history of models."""
+    try:
+        return review_view.model_overview()
+    except FerError as error:  # shown in the tab rather than raised: this also runs on every page load
+        return f"Cannot describe the model: {error}", None, None, None
+
+
+def fine_tune(served, token: str | None, progress=gr.Progress()) -> tuple:
+    """Fine-tune the current model on the corrections, gate it, and serve it at once if it passes."""
+    signed_in_reviewer(token)
+    corrections = labels.corrections_path()
+    data_root = review.default_data_dir().parent
+    if not corrections.is_file():
+        raise gr.Error(f"No corrections yet ({corrections}); label some faces on the Review tab first.")
+    if not data_root.is_dir():
+        raise gr.Error(f"Fine-tuning needs the labelled training faces at {data_root}; set FER_DATA_DIR.")
+    try:
+        result = train.retrain_from_corrections(corrections, data_root,
+                                                progress=lambda fraction, message: progress(fraction, desc=message))
+        if result.promoted:
+            served.reload()
+    except FerError as error:
+        raise gr.Error(str(error)) from None
+    verdict = "Promoted: the app now serves it." if result.promoted else f"Rejected: {result.reason}."
+    return f"**{verdict}**\n\n```\n{result.format()}\n```", *show_model()
+
+
 # ------------------------------------------------------------------------------------------------ layout
 
 
@@ -226,24 +355,102 @@ def _live_tab(predictor) -> None:
     reset.click(fn=reset_live, outputs=[session_state, frame_out, now, share, plot], api_visibility="private")
 
 
+def _review_tab(served, token: gr.State) -> None:
+    session = gr.State(None)
+    if not auth.reviewers_configured():
+        gr.Markdown(auth.SETUP_HELP, elem_id="review-setup")
+    with gr.Row():
+        name = gr.Textbox(label="Reviewer", max_length=labels.MAX_REVIEWER_LENGTH, scale=2)
+        password = gr.Textbox(label="Password", type="password", max_length=256, scale=2)
+        with gr.Column(scale=1, min_width=120):
+            sign_in_button = gr.Button("Sign in", variant="primary")
+            sign_out_button = gr.Button("Sign out", size="sm")
+    who = gr.Markdown(elem_id="review-who")
+    with gr.Row():
+        source = gr.Dropdown(QUEUE_CHOICES, value="dataset", label="Queue", scale=3)
+        load = gr.Button("Load queue", scale=1)
+    with gr.Row():
+        with gr.Column(scale=1, min_width=260):
+            face = gr.Image(label="Face", interactive=False, height=review_view.FACE_DISPLAY_SIZE + 40,
+                            format="png", elem_id="review-face", buttons=["fullscreen"])  # no share to the Hub
+        with gr.Column(scale=2):
+            about = gr.Markdown(elem_id="review-about")
+            scores = gr.Label(label="Model's probabilities", num_top_classes=4)
+            position = gr.Markdown(elem_id="review-progress")
+    with gr.Row():
+        buttons = {action: gr.Button(f"{text} ({key.upper()})", elem_id=review_view.button_id(action),
+                                     variant="primary" if action in review_view.LABEL_ACTIONS else "secondary")
+                   for action, (key, text) in review_view.SHORTCUTS.items()}
+    gr.Markdown(review_view.shortcut_help())
+    note = gr.Markdown(elem_id="review-note")
+    with gr.Accordion("Reviewers' agreement", open=False):
+        agreement = gr.Markdown()
+        refresh = gr.Button("Refresh", size="sm")
+
+    view = [face, about, scores, position, note]
+    sign_in_button.click(sign_in, [name, password], [token, who, password], api_name="review_sign_in",
+                         api_visibility="undocumented")
+    sign_out_button.click(sign_out, [token], [token, session, who, *view], api_visibility="private")
+    load.click(functools.partial(load_review_queue, served), [source, token], [session, *view],
+               api_name="review_load", api_visibility="undocumented", concurrency_id="review-load",
+               concurrency_limit=1)
+    for action, button in buttons.items():
+        button.click(functools.partial(review_action, action), [token, session], [session, *view],
+                     api_name=f"review_{action}", api_visibility="undocumented", show_progress="minimal")
+    refresh.click(show_agreement, [token], [agreement], api_visibility="private")
+
+
+def _model_tab(served, token: gr.State) -> list:
+    gr.Markdown("Signed-in reviewers can fine-tune the served model on the reviewers' corrections here (sign in on "
+                "the Review tab). The new model is compared with the current one on the validation faces and served "
+                "only if it is not worse on macro-F1, sad or neutral (`fer.gate`).")
+    summary = gr.Markdown(elem_id="model-summary")
+    with gr.Row():
+        per_class = gr.Dataframe(label="Validation scores per class", interactive=False)
+        confusion = gr.Dataframe(label="Confusion matrix (rows: true, columns: predicted)", interactive=False)
+    history = gr.Dataframe(label="Models (newest first)", interactive=False)
+    with gr.Row():
+        refresh = gr.Button("Refresh")
+        tune = gr.Button("Fine-tune on the corrections (a few minutes)", variant="primary")
+    verdict = gr.Markdown(elem_id="model-verdict")
+    outputs = [summary, per_class, confusion, history]
+    refresh.click(show_model, None, outputs, api_visibility="private")
+    tune.click(functools.partial(fine_tune, served), [token], [verdict, *outputs],
+               api_visibility="private", concurrency_id="fine-tune", concurrency_limit=1)
+    return outputs
+
+
 def build_demo(predictor) -> gr.Blocks:
-    """The whole UI around one loaded predictor, queued; launch it with `launch(demo)`."""
+    """The whole UI around one loaded predictor, queued; launch it with `launch(demo)`.
+
+    The predictor is wrapped in a ServedModel, so a fine-tune promoted from the Model tab is served at once.
+    """
+    served = predictor if isinstance(predictor, ServedModel) else ServedModel(predictor)
     # No usage analytics: visitors' use of a wellbeing tool is not ours to report to a third party.
     with gr.Blocks(title=TITLE, delete_cache=DELETE_CACHE, analytics_enabled=False) as demo:
         gr.Markdown(NOTE, elem_id="note")
-        gr.Markdown(f"Model: `{predictor.version}` · classes: {', '.join(predictor.classes)}")
+        model_line = gr.Markdown(describe_served(served), elem_id="model-line")
+        # The reviewer's signed session token lives in server-side state: the browser never sees or sends it.
+        token = gr.State(None)
         with gr.Tabs():
             with gr.Tab("Predict"):
-                _predict_tab(predictor)
+                _predict_tab(served)
             with gr.Tab("Live webcam"):
-                _live_tab(predictor)
+                _live_tab(served)
+            with gr.Tab("Review"):
+                _review_tab(served, token)
+            with gr.Tab("Model"):
+                model_outputs = _model_tab(served, token)
+        demo.load(show_model, None, model_outputs, api_visibility="private")
+        demo.load(functools.partial(describe_served, served), None, model_line, api_visibility="private")
     demo.queue(default_concurrency_limit=CONCURRENCY)
     return demo
 
 
 def launch(demo: gr.Blocks, **overrides):
     """Launch with the app's limits; server name and port default to GRADIO_SERVER_NAME/PORT, else 127.0.0.1:7860."""
-    return demo.launch(**{"max_file_size": MAX_FILE_SIZE, "css": CSS, **overrides})
+    return demo.launch(**{"max_file_size": MAX_FILE_SIZE, "css": CSS, "js": review_view.shortcut_script(),
+                          **overrides})
 
 
 if __name__ == "__main__":

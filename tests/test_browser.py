@@ -132,3 +132,31 @@ def test_live_webcam_labels_the_face(page, predictor, tmp_path):
     page.locator("#live-frame img").wait_for(state="visible")  # the annotated frames come back
     page.screenshot(path=str(tmp_path / "live.png"), full_page=True)
     page.get_by_text("Stop", exact=True).click()
+
+
+def test_reviewer_signs_in_and_labels_a_face_with_one_key(page, predictor, tmp_path, monkeypatch):
+    labels_dir = tmp_path / "labels"
+    monkeypatch.setenv("FER_LABELS_DIR", str(labels_dir))  # read by the server thread at each call
+    monkeypatch.setenv("FER_REVIEWERS", "alice:wonderland")
+    for shade in (60, 160):
+        face = np.full((48, 48), shade, np.uint8)
+        labels.flag_for_review(face, predictor.predict_faces(face)[0], predictor.version, "test")
+
+    page.get_by_role("tab", name="Review").click()
+    page.get_by_label("Reviewer").fill("alice")
+    page.get_by_label("Password").fill("wonderland")
+    page.get_by_role("button", name="Sign in").click()
+    page.get_by_text("Signed in as alice").wait_for()
+    page.get_by_label("Queue").click()
+    page.get_by_role("option", name="Faces visitors marked as wrong").click()
+    page.get_by_role("button", name="Load queue").click()
+    page.get_by_text("Loaded 2 faces").wait_for()
+    assert "1 of 2" in page.locator("#review-progress").inner_text()
+
+    page.locator("#review-about").click()  # focus outside any text field, as after reading the face
+    page.keyboard.press("s")
+    page.wait_for_function("document.querySelector('#review-progress').innerText.includes('2 of 2 · 1 labelled')")
+    assert "Saved" in page.locator("#review-note").inner_text()
+    rows = labels.read_corrections(labels.corrections_path(labels_dir)).rows
+    assert [(row["reviewer"], row["corrected_label"]) for row in rows] == [("alice", "sad")]
+    page.screenshot(path=str(tmp_path / "review.png"), full_page=True)
