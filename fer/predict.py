@@ -71,9 +71,13 @@ class Predictor:
         if len(faces) == 0:
             return np.zeros((0, len(self.classes)), dtype=np.float32)
         batch = faces.astype(np.float32)[..., None]  # (N, S, S, 1) float32 in [0, 255]
-        probabilities = self._forward(batch).numpy()
         if self.flip_average:
-            probabilities = 0.5 * (probabilities + self._forward(batch[:, :, ::-1, :].copy()).numpy())
+            # Faces and their mirror images in one call of 2N: one graph launch instead of two (a third less time
+            # for a single face); inference-mode batch norm treats every face alone, so the result is the same.
+            both = self._forward(np.concatenate([batch, batch[:, :, ::-1, :]])).numpy()
+            probabilities = 0.5 * (both[: len(batch)] + both[len(batch):])
+        else:
+            probabilities = self._forward(batch).numpy()
         probabilities = apply_temperature(probabilities.astype(np.float64), self.temperature)
         return probabilities.astype(np.float32)
 
