@@ -285,12 +285,36 @@ def _inline_image(**options) -> gr.Image:
     return image
 
 
+def _upload_image(**options) -> gr.Image:
+    """An input gr.Image that hands the uploaded file's path to the handler, for fer.images to decode.
+
+    Gradio's own preprocessing opens every upload with PIL before the handler runs, so a text file named .jpg or a
+    decompression bomb would fail there with Gradio's generic "error" instead of ours, which names the problem.
+    Uploaded files have already passed Gradio's upload checks (size limit, cache folder); data URLs (pasted or
+    webcam pictures) still go through Gradio's decoder, with its errors reworded.
+    """
+    image = gr.Image(type="filepath", image_mode=None, **options)
+    decode = image.preprocess
+
+    def preprocess(payload):
+        if payload is not None and payload.path and not (payload.url or "").startswith("data:"):
+            return str(payload.path)
+        try:
+            return decode(payload)
+        except gr.Error:
+            raise
+        except Exception as error:  # PIL raises many types for a bad picture
+            raise gr.Error(f"The picture could not be read ({type(error).__name__}); try a JPEG or PNG file.") from None
+
+    image.preprocess = preprocess
+    return image
+
+
 def _predict_tab(predictor) -> None:
     result_state = gr.State(None)
     with gr.Row():
         with gr.Column():
-            image_in = gr.Image(label="Photo", type="filepath", image_mode=None,  # filepath: fer.images decodes it,
-                                sources=["upload", "webcam", "clipboard"])       # EXIF rotation and alpha included
+            image_in = _upload_image(label="Photo", sources=["upload", "webcam", "clipboard"])
             whole_image = gr.Checkbox(label=NO_FACE_HELP, value=False)
             classify = gr.Button("Classify", variant="primary")
         with gr.Column():

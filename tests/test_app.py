@@ -240,6 +240,18 @@ def test_client_predict_on_a_photo_and_on_no_face(client, photos, predictor):
     assert whole[0]["box"] == [0, 0, 320, 240]
 
 
+def test_client_gets_our_error_for_a_non_image_and_the_server_keeps_serving(client, photos, tmp_path):
+    from gradio_client import handle_file
+
+    with pytest.raises(Exception, match="not an image"):  # fer.images' message, not Gradio's generic one
+        client.predict(handle_file(photos["not_an_image.png"]), api_name="/predict")
+    bomb = tmp_path / "bomb.png"
+    Image.new("1", (20000, 20000)).save(bomb)  # 400 megapixels in a few kB
+    with pytest.raises(Exception, match="pixels"):
+        client.predict(handle_file(str(bomb)), api_name="/predict")
+    assert len(client.predict(handle_file(photos["astronaut.png"]), api_name="/predict")) == 1
+
+
 # ------------------------------------------------------------------------------------------------ live tab
 
 
