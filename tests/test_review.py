@@ -2,6 +2,7 @@
 
 Ranking tests use stub predictors with known probabilities; one test trains two tiny fold models for real."""
 
+import dataclasses
 import shutil
 
 import numpy as np
@@ -10,7 +11,7 @@ from PIL import Image
 
 from fer import labels, review
 from fer.config import CLASS_NAMES
-from fer.data import load_faces
+from fer.data import FaceDataset, load_faces
 from fer.errors import DataError
 from fer.preprocess import face_sha256
 from conftest import write_face_tree
@@ -79,13 +80,18 @@ def test_injected_label_flips_rank_first(flipped, tmp_path):
                                cache_dir=tmp_path / "cache", oos_path=tmp_path / "none.npz")
     in_focus = flip_names(root) - {"train/happy/flip_surprise.png"}
     assert {item.source for item in queue[:3]} == in_focus
-    assert all(item.score > 0.9 for item in queue[:3]) and all(item.score < 0.1 for item in queue[3:])
+    # The two sad<->neutral flips first (p(other of the pair) ~ 1); then the happy face filed as sad (neither sad nor
+    # neutral, so ~0); then every face whose label the model agrees with (~ -1).
+    assert {item.source for item in queue[:2]} == {"train/neutral/flip_sad.png", "train/sad/flip_neutral.png"}
+    assert all(item.score > 0.9 for item in queue[:2]) and abs(queue[2].score) < 0.1
+    assert all(item.score < -0.9 for item in queue[3:])
     assert all(item.given_label in review.DEFAULT_FOCUS or item.predicted_label in review.DEFAULT_FOCUS for item in queue)
     assert [item.score for item in queue] == sorted((item.score for item in queue), reverse=True)
     top = queue[0]
     assert top.face.shape == (48, 48) and top.face.dtype == np.uint8 and top.sha256 == face_sha256(top.face)
     assert list(top.probabilities) == list(CLASS_NAMES) and sum(top.probabilities.values()) == pytest.approx(1, abs=1e-5)
-    assert top.score == pytest.approx(1 - top.probabilities[top.given_label])
+    other = "neutral" if top.given_label == "sad" else "sad"
+    assert top.score == pytest.approx(top.probabilities[other] - top.probabilities[top.given_label], abs=1e-6)
     assert top.in_sample and top.model_version == "stub-1" and top.queue == "dataset"
     assert set(top.to_dict()) >= {"sha256", "source", "given_label", "probabilities", "score", "in_sample", "others"}
 
@@ -130,9 +136,69 @@ def test_out_of_fold_probabilities_are_used_where_the_cache_covers_a_face(flippe
                                cache_dir=tmp_path / "cache", oos_path=oos_path)
     item = next(item for item in queue if item.source == "train/neutral/flip_sad.png")
     assert not item.in_sample and item.model_version.startswith("out-of-fold stub")
-    assert item.score == pytest.approx(0.02) and item not in queue[:2]
+    assert item.score == pytest.approx(0.02 - 0.98) and item not in queue[:2]
     assert sum(predictor.batches) == len(shas) - 1  # the model scored only the faces the cache lacks
     assert all(other.in_sample for other in queue if other is not item)
+
+
+def test_an_in_memory_dataset_is_ranked_by_its_own_labels(tmp_path):
+    root = write_face_tree(tmp_path / "data" / "train", per_class=6)
+    clean = load_faces(root)
+    means = [clean.images[clean.labels == k].mean() for k in range(len(CLASS_NAMES))]
+    sad, neutral = CLASS_NAMES.index("sad"), CLASS_NAMES.index("neutral")
+    flips = np.array([np.flatnonzero(clean.labels == sad)[0], np.flatnonzero(clean.labels == neutral)[2]])
+    noisy_labels = clean.labels.copy()
+    noisy_labels[flips] = np.where(clean.labels[flips] == sad, neutral, sad)
+    noisy = FaceDataset(clean.images, noisy_labels, clean.paths, clean.classes)
+    options = dict(predictor=BrightnessPredictor(means), data_dir=root, labels_dir=tmp_path / "labels",
+                   cache_dir=tmp_path / "cache", oos_path=tmp_path / "none.npz")
+
+    queue = review.build_queue(dataset=noisy, **options)
+    flipped = {clean.hashes()[i] for i in flips}
+    assert {item.sha256 for item in queue[:2]} == flipped and all(item.score > 0.9 for item in queue[:2])
+    assert {(item.source, item.given_label) for item in queue[:2]} == {("train/sad/face_000.png", "neutral"),
+                                                                      ("train/neutral/face_002.png", "sad")}
+    assert queue[0].original_label == queue[0].given_label  # what a correction records as the label it replaces
+    from_disk = review.build_queue(**options)  # the folders still hold the clean labels: nothing stands out
+    assert all(item.score < -0.9 for item in from_disk)
+
+
+def test_an_in_memory_dataset_is_checked(tmp_path):
+    faces = np.zeros((2, 48, 48), np.uint8)
+    with pytest.raises(ValueError, match="dataset queue"):
+        review.build_queue("flagged", dataset=FaceDataset(faces, np.zeros(2, np.int64), ["a", "b"], CLASS_NAMES),
+                           labels_dir=tmp_path)
+    strange = FaceDataset(faces, np.array([0, 1]), ["a", "b"], ("happy", "angry"))
+    with pytest.raises(DataError, match="angry"):
+        review.build_queue(dataset=strange, predictor=BrightnessPredictor([40, 95, 150, 200]), data_dir=tmp_path,
+                           labels_dir=tmp_path, cache_dir=tmp_path, oos_path=tmp_path / "none.npz")
+
+
+def test_doubt_score_is_the_margin_of_the_other_focus_class_over_the_given_one():
+    happy, sad, neutral, surprise = (CLASS_NAMES.index(name) for name in ("happy", "sad", "neutral", "surprise"))
+    probabilities = np.zeros((4, 4))
+    probabilities[0, [happy, sad, neutral]] = [0.90, 0.05, 0.05]  # filed sad, reads happy
+    probabilities[1, [happy, sad, neutral]] = [0.10, 0.30, 0.60]  # filed sad, reads neutral
+    probabilities[2, [happy, sad, neutral]] = [0.20, 0.70, 0.10]  # filed happy, reads sad (in the queue for that)
+    probabilities[3, [sad, neutral, surprise]] = [0.10, 0.20, 0.70]  # filed neutral, reads surprise
+    given = np.array([sad, sad, happy, neutral])
+
+    pair = review.doubt_scores(probabilities, given, ("sad", "neutral"))
+    assert pair == pytest.approx([0.0, 0.3, 0.5, -0.1])
+    assert np.argsort(-pair)[:2].tolist() == [2, 1]  # 1 - p(given) would put face 0 (0.95) before face 1 (0.7)
+    assert review.doubt_scores(probabilities, given, None) == pytest.approx([0.85, 0.3, 0.5, 0.5])
+    assert review.doubt_scores(probabilities, given, ("sad",)) == pytest.approx([0.85, 0.3, 0.5, -0.1])
+    assert np.all(np.abs(review.doubt_scores(np.eye(4)[[0, 1, 2, 3]], np.array([1, 1, 1, 1]), None)) <= 1)
+
+
+def test_out_of_fold_trains_on_an_in_memory_dataset(tmp_path):
+    root = write_face_tree(tmp_path / "train", per_class=4)
+    clean = load_faces(root)
+    noisy = FaceDataset(clean.images, (clean.labels + 1) % len(CLASS_NAMES), clean.paths, clean.classes)
+    out = review.out_of_fold(root, tmp_path / "oos.npz", folds=2, epochs=1, batch_size=8, dataset=noisy)
+    with np.load(out) as stored:
+        assert stored["labels"].tolist() == noisy.labels.tolist()  # trained on these labels, not the folders'
+    assert sorted(review.read_out_of_fold(out).sha256.tolist()) == sorted(clean.hashes())
 
 
 def test_oos_command_trains_fold_models_and_resumes(tmp_path, capsys):
@@ -148,6 +214,10 @@ def test_oos_command_trains_fold_models_and_resumes(tmp_path, capsys):
     before = out.stat().st_mtime_ns
     assert review.main(argv) == 0  # every fold done: nothing retrained, nothing rewritten
     assert out.stat().st_mtime_ns == before
+    dataset = load_faces(root)
+    relabelled = dataclasses.replace(dataset, labels=np.roll(dataset.labels, 1))  # as corrections would change them
+    review.out_of_fold(root, out, folds=2, epochs=1, batch_size=8, dataset=relabelled)
+    assert out.stat().st_mtime_ns != before  # folds trained on the old labels were not reused
     assert review.main(["oos", "--data", str(root), "--folds", "1", "--out", str(out)]) == 2
     assert "folds must be at least 2" in capsys.readouterr().err
 
