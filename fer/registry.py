@@ -40,7 +40,9 @@ def save_weights_only_model(model, path: str | Path) -> Path:
     """Save `model` as a `.keras` file without optimizer state (a third of the size; serving never needs it)."""
     import keras
 
-    clean = keras.models.clone_model(model)
+    # Rebuilt from its config rather than keras.models.clone_model, which (Keras 3.15) carries a compiled model's
+    # optimizer over, and with it the optimizer state into the file.
+    clean = model.__class__.from_config(model.get_config())
     clean.set_weights(model.get_weights())
     path = Path(path)
     clean.save(path)

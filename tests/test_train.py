@@ -1,7 +1,10 @@
 """A one-epoch training run on synthetic faces writes a servable model with a complete JSON."""
 
+import io
 import json
+import zipfile
 
+import h5py
 import numpy as np
 
 from fer import train
@@ -31,6 +34,9 @@ def test_one_epoch_run_writes_model_and_json(tmp_path):
     assert metadata["inference"]["temperature"] > 0
     assert json.loads((out.parent / "current.json").read_text()) == {"model": "tiny.keras"}
     assert out.with_suffix(".curves.png").is_file()
+    with zipfile.ZipFile(out.with_suffix(".keras")) as archive:  # weights only: serving never needs Adam's state
+        weights = h5py.File(io.BytesIO(archive.read("model.weights.h5")), "r")
+        assert "optimizer" not in weights and "layers" in weights
 
     predictor = load_predictor(out.with_suffix(".keras"))
     probabilities = predictor.predict_faces(np.zeros((2, 48, 48), np.uint8))
