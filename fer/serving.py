@@ -2,7 +2,8 @@
 
 `ServedModel` stands in for a `fer.predict.Predictor` everywhere (it forwards every attribute), so handlers written
 for a predictor keep working; `reload()` loads whatever `models/current.json` names and swaps it in atomically.
-A request that started on the old model finishes on it: each attribute lookup returns the model in place then.
+Each attribute lookup goes to the model in place at that moment, so a request running during the swap may use both;
+that is harmless while they share their classes (the gate refuses a candidate whose classes differ).
 """
 
 from __future__ import annotations
