@@ -68,6 +68,8 @@ class TrainConfig:
     class_weighting: bool = False  # weight the loss by inverse class frequency
     seed: int = 1337
     schedule: str = "plateau"  # "plateau": halve the rate when validation loss stalls; "cosine": decay to 0 over the epochs
+    teacher: str | None = None  # a .keras model to distil: its probabilities become part of each training target
+    teacher_weight: float = 0.7  # target = weight * teacher's probabilities + (1 - weight) * the one-hot label
 
 
 SCHEDULES = ("plateau", "cosine")
@@ -86,12 +88,16 @@ def augmenter():
     ], name="augment")
 
 
-def make_dataset(faces: np.ndarray, labels: np.ndarray, num_classes: int, config: TrainConfig, training: bool):
-    """tf.data pipeline of (float32 (B, S, S, 1) in [0, 255], one-hot (B, C)) batches."""
+def make_dataset(faces: np.ndarray, labels: np.ndarray, num_classes: int, config: TrainConfig, training: bool,
+                 targets: np.ndarray | None = None):
+    """tf.data pipeline of (float32 (B, S, S, 1) in [0, 255], (B, C) targets) batches.
+
+    Targets are the one-hot labels, or `targets` (N, C) when given (soft targets for distillation).
+    """
     import tensorflow as tf
 
     x = faces.astype(np.float32)[..., None]
-    y = np.eye(num_classes, dtype=np.float32)[labels]
+    y = np.eye(num_classes, dtype=np.float32)[labels] if targets is None else targets.astype(np.float32)
     dataset = tf.data.Dataset.from_tensor_slices((x, y))
     if training:
         dataset = dataset.shuffle(len(x), seed=config.seed, reshuffle_each_iteration=True)
@@ -109,6 +115,27 @@ def fine_tune_config(parent: dict, **overrides) -> TrainConfig:
               "learning_rate": FINE_TUNE_LEARNING_RATE,
               "flip_average": bool(parent.get("inference", {}).get("flip_average", TrainConfig.flip_average))}
     return TrainConfig(**{**values, **overrides})
+
+
+def distillation_targets(train: FaceDataset, config: TrainConfig) -> np.ndarray:
+    """(N, C) soft targets: the teacher's served probabilities (flip averaging and temperature as it ships) on each
+    training face, mixed with its one-hot label by `config.teacher_weight`.
+
+    The teacher sees each face once, un-augmented; the student then trains on augmented copies against that target
+    (flips, small shifts and rotations do not change an expression).
+    """
+    from fer.predict import load_predictor
+
+    teacher = load_predictor(config.teacher)
+    if tuple(teacher.classes) != tuple(train.classes):
+        raise ModelError(f"The teacher {config.teacher} predicts {', '.join(teacher.classes)}; the training set's "
+                         f"classes are {', '.join(train.classes)}.")
+    if not 0.0 <= config.teacher_weight <= 1.0:
+        raise ValueError(f"teacher_weight must be between 0 and 1; got {config.teacher_weight}.")
+    soft = np.concatenate([teacher.predict_faces(train.images[start:start + 256])
+                           for start in range(0, len(train), 256)])
+    one_hot = np.eye(len(train.classes), dtype=np.float32)[train.labels]
+    return config.teacher_weight * soft + (1.0 - config.teacher_weight) * one_hot
 
 
 def fit(train: FaceDataset, validation: FaceDataset, config: TrainConfig, out: Path, init_from: Path | None = None,
@@ -152,8 +179,9 @@ def fit(train: FaceDataset, validation: FaceDataset, config: TrainConfig, out: P
                                                            patience=max(2, config.patience // 2), min_lr=1e-5))
     if progress is not None:
         callbacks.append(_progress_callback(progress, config.epochs))
+    targets = distillation_targets(train, config) if config.teacher else None
     history = model.fit(
-        make_dataset(train.images, train.labels, num_classes, config, training=True),
+        make_dataset(train.images, train.labels, num_classes, config, training=True, targets=targets),
         validation_data=make_dataset(validation.images, validation.labels, num_classes, config, training=False),
         epochs=config.epochs,
         callbacks=callbacks,
@@ -310,6 +338,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-flip-average", dest="flip_average", action="store_false")
     parser.add_argument("--class-weighting", action="store_true")
     parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--teacher", help="a trained .keras model to distil into --arch (its probabilities join the targets)")
+    parser.add_argument("--teacher-weight", type=float, default=defaults.teacher_weight,
+                        help="share of the teacher's probabilities in each target; the rest is the one-hot label")
     parser.add_argument("--schedule", choices=SCHEDULES, default=defaults.schedule,
                         help="learning-rate schedule: halve on a validation plateau, or cosine decay to 0 over --epochs")
     parser.add_argument("--box-margin", type=float, default=None,
@@ -346,7 +377,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     config = TrainConfig(args.arch, epochs, args.batch_size, learning_rate, args.patience,
                          args.label_smoothing, args.augment, args.flip_average, args.class_weighting, args.seed,
-                         args.schedule)
+                         args.schedule, args.teacher, args.teacher_weight)
     preprocess = PreprocessConfig(box_margin=args.box_margin) if args.box_margin is not None else None
     out = Path(args.out)
     if out.suffix == ".keras":

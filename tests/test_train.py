@@ -48,3 +48,27 @@ def test_unknown_arch_and_missing_data_fail_cleanly(tmp_path, capsys):
     assert "unknown --arch" in capsys.readouterr().err
     assert train.main(["--data", str(tmp_path / "missing"), "--out", str(tmp_path / "m")]) == 2
     assert "no 'train' folder" in capsys.readouterr().err
+
+
+def test_distillation_mixes_the_teachers_probabilities_into_the_targets(tmp_path):
+    data = tmp_path / "data"
+    write_face_tree(data / "train", per_class=8, seed=1)
+    write_face_tree(data / "validation", per_class=3, seed=2)
+    teacher = tmp_path / "models" / "teacher"
+    assert train.main(["--data", str(data), "--arch", "seed_cnn", "--epochs", "1", "--batch-size", "8",
+                       "--out", str(teacher)]) == 0
+
+    from fer.data import load_faces
+
+    faces = load_faces(data / "train")
+    config = train.TrainConfig(arch="vgg_tiny", teacher=str(teacher.with_suffix(".keras")), teacher_weight=0.7)
+    targets = train.distillation_targets(faces, config)
+    soft = load_predictor(teacher.with_suffix(".keras")).predict_faces(faces.images)
+    np.testing.assert_allclose(targets, 0.7 * soft + 0.3 * np.eye(4)[faces.labels], atol=1e-6)
+    np.testing.assert_allclose(targets.sum(axis=1), 1.0, atol=1e-5)
+
+    student = tmp_path / "models" / "student"
+    assert train.main(["--data", str(data), "--arch", "vgg_tiny", "--epochs", "1", "--batch-size", "8",
+                       "--teacher", str(teacher.with_suffix(".keras")), "--out", str(student)]) == 0
+    recorded = json.loads(student.with_suffix(".json").read_text())["train_config"]
+    assert recorded["teacher"] == str(teacher.with_suffix(".keras")) and recorded["teacher_weight"] == 0.7
