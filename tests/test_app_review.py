@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import app
-from fer import auth, labels, photo, review_view
+from fer import labels, photo, review_view
 from fer.config import CLASS_NAMES
 from fer.serving import ServedModel
 from conftest import write_face_tree, write_model_files

@@ -9,11 +9,9 @@ import os
 import re
 import subprocess
 import sys
-import time
 import tracemalloc
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 from PIL import Image
