@@ -177,9 +177,9 @@ def sign_out(token: str | None) -> tuple:
 
 def show_review_item(session: review.ReviewSession | None, note: str) -> tuple:
     """The face (enlarged), what is known about it, the model's probabilities, progress, and a note."""
-    item = session.current if session is not None else None
     if session is None:
         return None, "", None, "", note
+    item = session.current
     if item is None:
         return None, "**This queue is done.** Load it again for more faces.", None, session.describe_progress(), note
     return (review_view.enlarge(item.face), review_view.describe_item(item), item.probabilities,

@@ -101,15 +101,12 @@ PERTURBATIONS = {
 
 
 def raw_probabilities(predictor, faces: np.ndarray, flip: bool) -> np.ndarray:
-    """Uncalibrated probabilities, with or without flip averaging, in batches."""
-    out = []
-    for start in range(0, len(faces), 256):
-        batch = faces[start:start + 256].astype(np.float32)[..., None]
-        probabilities = predictor._forward(batch).numpy()
-        if flip:
-            probabilities = 0.5 * (probabilities + predictor._forward(batch[:, :, ::-1, :].copy()).numpy())
-        out.append(probabilities)
-    return np.concatenate(out).astype(np.float64)
+    """Uncalibrated probabilities, with or without flip averaging: the served path with temperature 1."""
+    from fer.predict import Predictor
+
+    inference = {"flip_average": flip, "temperature": 1.0}
+    variant = Predictor(predictor.model, {**predictor.metadata, "inference": inference}, predictor.path)
+    return variant.predict_faces(faces).astype(np.float64)
 
 
 def speed(predictor, faces: np.ndarray, seconds: float = 3.0) -> dict:

@@ -80,7 +80,7 @@ def _too_large(name: str | Path, size: int) -> str:
 
 
 def _open(data: bytes, name: str) -> Image.Image:
-    """Read the header only: unknown formats and oversized images are refused before any pixel is decoded."""
+    """Read the header only: unknown formats are refused here, oversized images by `_decode` before it decodes."""
     try:
         with _open_lock, warnings.catch_warnings():
             # Pillow warns above ~89 megapixels; our own MAX_PIXELS check below decides, with the real size.
@@ -95,8 +95,7 @@ def _open(data: bytes, name: str) -> Image.Image:
         raise ImageError(f"{name} is not an image this app can read{seems}; use {FORMAT_NAMES}.") from None
     except _DECODE_ERRORS as error:
         raise ImageError(f"{name} could not be decoded ({_one_line(error)}); it may be truncated or corrupt.") from None
-    _check_pixel_count(image.size, name)
-    return image
+    return image  # _decode checks the pixel count before decoding any pixel
 
 
 def _describe(data: bytes) -> str | None:

@@ -26,6 +26,8 @@ from fer.registry import current_model_path, load_model
 
 logger = logging.getLogger(__name__)
 
+PREDICT_CHUNK = 256  # faces per forward pass inside predict_faces
+
 
 class Predictor:
     """A loaded model with the preprocessing and inference settings from its JSON."""
@@ -70,16 +72,22 @@ class Predictor:
             raise ImageError(f"predict_faces expects uint8 faces; got {faces.dtype}. Use fer.preprocess.preprocess_face.")
         if len(faces) == 0:
             return np.zeros((0, len(self.classes)), dtype=np.float32)
-        batch = faces.astype(np.float32)[..., None]  # (N, S, S, 1) float32 in [0, 255]
-        if self.flip_average:
-            # Faces and their mirror images in one call of 2N: one graph launch instead of two (a third less time
-            # for a single face); inference-mode batch norm treats every face alone, so the result is the same.
-            both = self._forward(np.concatenate([batch, batch[:, :, ::-1, :]])).numpy()
-            probabilities = 0.5 * (both[: len(batch)] + both[len(batch):])
-        else:
-            probabilities = self._forward(batch).numpy()
+        # In chunks, so scoring a whole dataset in one call keeps memory bounded; every face is scored alone
+        # (inference-mode batch norm), so chunking does not change a result.
+        probabilities = np.concatenate([self._probabilities(faces[start:start + PREDICT_CHUNK])
+                                        for start in range(0, len(faces), PREDICT_CHUNK)])
         probabilities = apply_temperature(probabilities.astype(np.float64), self.temperature)
         return probabilities.astype(np.float32)
+
+    def _probabilities(self, faces: np.ndarray) -> np.ndarray:
+        """Uncalibrated (N, C) probabilities of (N, S, S) uint8 faces, flip-averaged if the model's JSON says so."""
+        batch = faces.astype(np.float32)[..., None]  # (N, S, S, 1) float32 in [0, 255]
+        if not self.flip_average:
+            return self._forward(batch).numpy()
+        # Faces and their mirror images in one call of 2N: one graph launch instead of two (a third less time for a
+        # single face); inference-mode batch norm treats every face alone, so the result is the same.
+        both = self._forward(np.concatenate([batch, batch[:, :, ::-1, :]])).numpy()
+        return 0.5 * (both[: len(batch)] + both[len(batch):])
 
     def as_dicts(self, probabilities: np.ndarray) -> list[dict[str, float]]:
         return [{name: float(p) for name, p in zip(self.classes, row)} for row in probabilities]

@@ -132,8 +132,7 @@ def distillation_targets(train: FaceDataset, config: TrainConfig) -> np.ndarray:
                          f"classes are {', '.join(train.classes)}.")
     if not 0.0 <= config.teacher_weight <= 1.0:
         raise ValueError(f"teacher_weight must be between 0 and 1; got {config.teacher_weight}.")
-    soft = np.concatenate([teacher.predict_faces(train.images[start:start + 256])
-                           for start in range(0, len(train), 256)])
+    soft = teacher.predict_faces(train.images)
     one_hot = np.eye(len(train.classes), dtype=np.float32)[train.labels]
     return config.teacher_weight * soft + (1.0 - config.teacher_weight) * one_hot
 
@@ -438,7 +437,7 @@ def finish(model, config: TrainConfig, preprocess: PreprocessConfig, validation:
         **(extra or {}),
     }
     predictor = Predictor(model, metadata)
-    raw = np.concatenate([predictor.predict_faces(validation.images[i:i + 256]) for i in range(0, len(validation), 256)])
+    raw = predictor.predict_faces(validation.images)
     temperature = fit_temperature(raw.astype(np.float64), validation.labels)
     calibrated = apply_temperature(raw.astype(np.float64), temperature)
     metadata["inference"]["temperature"] = temperature
