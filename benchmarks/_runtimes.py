@@ -5,7 +5,7 @@ Every forward here takes what `Predictor._forward` takes, float32 (N, S, S, 1) r
 
     KerasEager(model)         model(x, training=False), no tf.function (the plain reference)
     KerasPredict(model)       model.predict(x)
-    TFLiteForward(model)      tf.lite (TFLite/LiteRT) interpreter on the converted model; quantize=True for int8 weights
+    TFLiteForward(model)      fer.lite: the TFLite/LiteRT interpreter on the converted model; quantize=True for int8 weights
     OnnxForward(model)        ONNX Runtime on the tf2onnx-converted model (needs `pip install onnxruntime tf2onnx`)
 
 `fused_flip_probabilities(predictor, faces, forward)` is the proposed predict_faces: originals and mirror images in
@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
-import warnings
 
 import numpy as np
 
@@ -50,36 +49,30 @@ class KerasPredict:
 
 
 class TFLiteForward:
-    """The model converted with tf.lite.TFLiteConverter and run by the TFLite interpreter (XNNPACK on CPU).
+    """fer.lite's runtime (the TFLite interpreter, XNNPACK on CPU) on a copy converted here from the model.
 
     `quantize=True` stores weights as int8 (dynamic-range quantization): a quarter of the size, but predictions move
     by more than rounding, so it is measured, not proposed as a drop-in.
     """
 
     def __init__(self, model, num_threads: int | None = None, quantize: bool = False):
-        import tensorflow as tf
+        from fer import lite
 
-        self.name = f"tflite {'int8 weights' if quantize else 'float32'}" + (f", {num_threads} threads" if num_threads else "")
-        converter = tf.lite.TFLiteConverter.from_keras_model(model)  # freezes the weights into the flatbuffer
         if quantize:
+            import tensorflow as tf
+
+            converter = tf.lite.TFLiteConverter.from_keras_model(model)
             converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        # The conversion prints the exported signature to stdout and the interpreter warns that it moved to LiteRT.
-        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            self.content = converter.convert()
-            self.interpreter = tf.lite.Interpreter(model_content=self.content, num_threads=num_threads)
-        self._input = self.interpreter.get_input_details()[0]["index"]
-        self._output = self.interpreter.get_output_details()[0]["index"]
-        self._batch_size = None
+            with contextlib.redirect_stdout(io.StringIO()):
+                self.content = converter.convert()
+        else:
+            self.content = lite.convert(model)
+        self.forward = lite.LiteForward(self.content, num_threads)
+        self.name = (f"tflite {'int8 weights' if quantize else 'float32'}, {self.forward.num_threads} threads"
+                     + (" (fer.lite as served)" if not quantize and num_threads is None else ""))
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
-        if len(batch) != self._batch_size:  # resizing re-plans the graph: keep it for repeated batch sizes
-            self.interpreter.resize_tensor_input(self._input, list(batch.shape))
-            self.interpreter.allocate_tensors()
-            self._batch_size = len(batch)
-        self.interpreter.set_tensor(self._input, np.ascontiguousarray(batch, dtype=np.float32))
-        self.interpreter.invoke()
-        return self.interpreter.get_tensor(self._output).copy()
+        return self.forward.try_call(batch)  # never busy here: one caller
 
 
 class OnnxForward:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fer import lite
 from fer.config import PreprocessConfig
 from fer.errors import FerError, ImageError
 from fer.faces import detect_faces
@@ -51,6 +52,14 @@ class Predictor:
             input_signature=[tf.TensorSpec([None, size, size, 1], tf.float32)],
             reduce_retracing=True,
         )
+        # Small batches (photos, webcam frames) go through the model's LiteRT copy when it has one: fer.lite.
+        self._lite = lite.load_for(self.path, metadata)
+
+    @property
+    def runtime(self) -> str:
+        if self._lite is None:
+            return "TensorFlow"
+        return f"LiteRT (XNNPACK, {self._lite.num_threads} threads) up to {lite.MAX_BATCH} images a call, TensorFlow above"
 
     @property
     def version(self) -> str:
@@ -83,11 +92,19 @@ class Predictor:
         """Uncalibrated (N, C) probabilities of (N, S, S) uint8 faces, flip-averaged if the model's JSON says so."""
         batch = faces.astype(np.float32)[..., None]  # (N, S, S, 1) float32 in [0, 255]
         if not self.flip_average:
-            return self._forward(batch).numpy()
+            return self._run(batch)
         # Faces and their mirror images in one call of 2N: one graph launch instead of two (a third less time for a
         # single face); inference-mode batch norm treats every face alone, so the result is the same.
-        both = self._forward(np.concatenate([batch, batch[:, :, ::-1, :]])).numpy()
+        both = self._run(np.concatenate([batch, batch[:, :, ::-1, :]]))
         return 0.5 * (both[: len(batch)] + both[len(batch):])
+
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        """One forward pass: the LiteRT copy for a small batch when it is free, else TensorFlow (same results)."""
+        if self._lite is not None and len(batch) <= lite.MAX_BATCH:
+            probabilities = self._lite.try_call(batch)
+            if probabilities is not None:
+                return probabilities
+        return self._forward(batch).numpy()
 
     def as_dicts(self, probabilities: np.ndarray) -> list[dict[str, float]]:
         return [{name: float(p) for name, p in zip(self.classes, row)} for row in probabilities]

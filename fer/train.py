@@ -39,6 +39,7 @@ import numpy as np
 
 from fer import config as fer_config
 from fer import corrections as fer_corrections
+from fer import lite
 from fer.config import CLASS_NAMES, PreprocessConfig
 from fer.errors import FerError, ModelError
 from fer.data import FaceDataset, find_split, load_faces
@@ -449,6 +450,12 @@ def finish(model, config: TrainConfig, preprocess: PreprocessConfig, validation:
     metadata["metrics"] = {"validation": report}
     save_weights_only_model(model, out.with_suffix(".keras"))
     write_json_atomic(out.with_suffix(".json"), metadata)
+    try:
+        lite.export(out.with_suffix(".keras"), model)  # the runtime for small batches; records itself in the JSON
+    except Exception as error:  # noqa: BLE001 - the model is complete without it: TensorFlow serves alone
+        logger.warning("Could not write the LiteRT copy (%s); the model is served by TensorFlow alone. "
+                       "Retry with `python -m fer.lite %s`.", error, out.with_suffix(".keras"))
+    metadata = read_metadata(out.with_suffix(".keras"))
     plot_history(history, out.with_suffix(".curves.png"))
     return metadata
 

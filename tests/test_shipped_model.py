@@ -29,6 +29,17 @@ def test_current_model_is_shipped_with_a_complete_json():
     assert 0 < metadata["inference"]["temperature"] < 10
 
 
+def test_current_model_is_served_through_its_litert_copy(shipped, monkeypatch):
+    """The copy is made from this very .keras file, loads, and predicts what TensorFlow predicts."""
+    import numpy as np
+
+    assert shipped.runtime.startswith("LiteRT"), "run `python -m fer.lite models/NAME.keras` for the current model"
+    faces = np.random.default_rng(0).integers(0, 256, size=(5, 48, 48), dtype=np.uint8)
+    monkeypatch.setenv("FER_LITE", "0")
+    plain = load_predictor(shipped.path)
+    np.testing.assert_allclose(shipped.predict_faces(faces), plain.predict_faces(faces), rtol=0, atol=1e-5)
+
+
 def test_shipped_model_finds_and_classifies_a_real_face(shipped, astronaut):
     faces = shipped.predict(astronaut)
     assert len(faces) == 1

@@ -38,7 +38,10 @@ def test_one_epoch_run_writes_model_and_json(tmp_path):
         weights = h5py.File(io.BytesIO(archive.read("model.weights.h5")), "r")
         assert "optimizer" not in weights and "layers" in weights
 
+    assert metadata["lite"]["file"] == "tiny.tflite" and out.with_suffix(".tflite").is_file()
+
     predictor = load_predictor(out.with_suffix(".keras"))
+    assert predictor.runtime.startswith("LiteRT")  # the copy matches the .keras file written beside it
     probabilities = predictor.predict_faces(np.zeros((2, 48, 48), np.uint8))
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
 
@@ -72,3 +75,4 @@ def test_distillation_mixes_the_teachers_probabilities_into_the_targets(tmp_path
                        "--teacher", str(teacher.with_suffix(".keras")), "--out", str(student)]) == 0
     recorded = json.loads(student.with_suffix(".json").read_text())["train_config"]
     assert recorded["teacher"] == str(teacher.with_suffix(".keras")) and recorded["teacher_weight"] == 0.7
+

@@ -1,0 +1,123 @@
+"""The LiteRT copy (fer.lite): written beside the .keras file, used for small batches, same predictions as TensorFlow,
+and ignored, never trusted, when it is missing, stale, corrupt or busy. Correctness only: no timing."""
+
+import json
+import logging
+import shutil
+
+import numpy as np
+import pytest
+
+from fer import lite
+from fer.predict import Predictor, load_predictor
+from fer.registry import load_model
+
+from conftest import write_model_files
+
+ROUNDING = 1e-5  # float32 sums in another order; a real change in a prediction is orders of magnitude larger
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """A models folder with an untrained vgg_tiny and its LiteRT copy."""
+    path = write_model_files(tmp_path_factory.mktemp("lite"), name="small", arch="vgg_tiny")
+    lite.export(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def faces() -> np.ndarray:
+    return np.random.default_rng(0).integers(0, 256, size=(40, 48, 48), dtype=np.uint8)
+
+
+def test_export_writes_the_copy_and_records_its_source(exported):
+    metadata = json.loads(exported.with_suffix(".json").read_text())
+    assert metadata["lite"] == {"file": "small.tflite", "keras_sha256": lite.file_sha256(exported)}
+    assert exported.with_suffix(".tflite").stat().st_size > 0
+
+
+@pytest.mark.parametrize("count", [1, 5, 16, 40])  # 40 faces = 80 images: above MAX_BATCH, so TensorFlow's path
+def test_predictions_match_tensorflow(exported, faces, count, monkeypatch):
+    served = load_predictor(exported)
+    assert served.runtime.startswith("LiteRT")
+    monkeypatch.setenv("FER_LITE", "0")
+    plain = load_predictor(exported)
+    assert plain.runtime == "TensorFlow"
+    np.testing.assert_allclose(served.predict_faces(faces[:count]), plain.predict_faces(faces[:count]), rtol=0, atol=ROUNDING)
+
+
+def test_small_batches_really_go_through_the_interpreter(exported, faces, monkeypatch):
+    served = load_predictor(exported)
+    calls = []
+    real = served._lite.try_call
+    monkeypatch.setattr(served._lite, "try_call", lambda batch: calls.append(len(batch)) or real(batch))
+    served.predict_faces(faces[:3])
+    served.predict_faces(faces[:40])
+    assert calls == [6]  # 3 faces and their mirror images; 80 images went to TensorFlow
+
+
+def test_copy_matches_the_keras_model_without_flip_averaging(exported, faces):
+    model, _ = load_model(exported)
+    forward = lite.LiteForward(exported.with_suffix(".tflite").read_bytes())
+    batch = faces[:7].astype(np.float32)[..., None]
+    np.testing.assert_allclose(forward.try_call(batch), np.asarray(model(batch, training=False)), rtol=0, atol=ROUNDING)
+
+
+def test_a_busy_interpreter_hands_the_batch_to_tensorflow(exported, faces):
+    served = load_predictor(exported)
+    expected = served.predict_faces(faces[:2])
+    with served._lite._lock:  # another request is inside the interpreter
+        assert served._lite.try_call(faces[:1].astype(np.float32)[..., None]) is None
+        np.testing.assert_allclose(served.predict_faces(faces[:2]), expected, rtol=0, atol=ROUNDING)
+
+
+def _copy_model(exported, destination):
+    destination.mkdir()
+    for path in exported.parent.glob("small.*"):
+        shutil.copy(path, destination / path.name)
+    return destination / exported.name
+
+
+def test_a_copy_made_from_another_keras_file_is_ignored(exported, tmp_path, caplog, faces):
+    path = _copy_model(exported, tmp_path / "models")
+    model, _ = load_model(path)
+    model.set_weights([weight + 0.01 for weight in model.get_weights()])
+    model.save(path)  # retrained in place, copy not remade
+    with caplog.at_level(logging.WARNING, logger="fer.lite"):
+        predictor = load_predictor(path)
+    assert predictor.runtime == "TensorFlow"
+    assert "python -m fer.lite" in caplog.text
+    np.testing.assert_allclose(predictor.predict_faces(faces[:2]).sum(axis=1), 1.0, atol=ROUNDING)
+
+
+@pytest.mark.parametrize("damage", ["missing", "corrupt"])
+def test_a_missing_or_corrupt_copy_leaves_tensorflow_serving(exported, tmp_path, caplog, damage):
+    path = _copy_model(exported, tmp_path / "models")
+    if damage == "missing":
+        path.with_suffix(".tflite").unlink()
+    else:
+        path.with_suffix(".tflite").write_bytes(b"not a flatbuffer" * 100)
+    with caplog.at_level(logging.WARNING, logger="fer.lite"):
+        predictor = load_predictor(path)
+    assert predictor.runtime == "TensorFlow"
+    assert "TensorFlow only" in caplog.text
+
+
+def test_a_model_without_a_copy_is_served_by_tensorflow_quietly(model_path, caplog):
+    with caplog.at_level(logging.WARNING, logger="fer.lite"):
+        predictor = load_predictor(model_path)
+    assert predictor.runtime == "TensorFlow" and caplog.text == ""
+
+
+def test_predictor_built_in_memory_has_no_copy(exported):
+    model, metadata = load_model(exported)
+    assert Predictor(model, metadata).runtime == "TensorFlow"  # no path: nothing to check the copy against
+
+
+def test_cli_writes_copies(exported, tmp_path, capsys):
+    path = _copy_model(exported, tmp_path / "models")
+    path.with_suffix(".tflite").unlink()
+    assert lite.main([str(path)]) == 0
+    assert "wrote" in capsys.readouterr().out and path.with_suffix(".tflite").is_file()
+    assert lite.main([str(tmp_path / "models" / "nothing.keras")]) == 1
+    assert "error:" in capsys.readouterr().err
