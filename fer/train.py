@@ -71,22 +71,27 @@ class TrainConfig:
     schedule: str = "plateau"  # "plateau": halve the rate when validation loss stalls; "cosine": decay to 0 over the epochs
     teacher: str | None = None  # a .keras model to distil: its probabilities become part of each training target
     teacher_weight: float = 0.7  # target = weight * teacher's probabilities + (1 - weight) * the one-hot label
+    erasing: float = 0.0  # share of training faces that get a random rectangle replaced by noise (random erasing)
+    mixup: float = 0.0  # MixUp's alpha: blend pairs of faces and their targets (0 = off)
 
 
 SCHEDULES = ("plateau", "cosine")
 
 
-def augmenter():
+def augmenter(erasing: float = 0.0):
     import keras
     from keras import layers
 
-    return keras.Sequential([
+    steps = [
         layers.RandomFlip("horizontal"),
         layers.RandomRotation(10 / 360, fill_mode="nearest"),
         layers.RandomTranslation(0.1, 0.1, fill_mode="nearest"),
         layers.RandomZoom(0.1, fill_mode="nearest"),
         layers.RandomContrast(0.2, value_range=(0, 255)),
-    ], name="augment")
+    ]
+    if erasing > 0:  # a fixed probability per face: Keras samples it from (low, high)
+        steps.append(layers.RandomErasing(factor=(erasing, erasing), scale=(0.02, 0.2), value_range=(0, 255)))
+    return keras.Sequential(steps, name="augment")
 
 
 def make_dataset(faces: np.ndarray, labels: np.ndarray, num_classes: int, config: TrainConfig, training: bool,
@@ -104,9 +109,19 @@ def make_dataset(faces: np.ndarray, labels: np.ndarray, num_classes: int, config
         dataset = dataset.shuffle(len(x), seed=config.seed, reshuffle_each_iteration=True)
     dataset = dataset.batch(config.batch_size)
     if training and config.augment:
-        augment = augmenter()
+        augment = augmenter(config.erasing)
         dataset = dataset.map(lambda images, targets: (tf.clip_by_value(augment(images, training=True), 0, 255), targets),
                               num_parallel_calls=tf.data.AUTOTUNE)
+    if training and config.mixup > 0:
+        import keras
+
+        mix = keras.layers.MixUp(alpha=config.mixup, seed=config.seed)
+
+        def mixed(images, targets):
+            both = mix({"images": images, "labels": targets}, training=True)
+            return both["images"], both["labels"]
+
+        dataset = dataset.map(mixed, num_parallel_calls=tf.data.AUTOTUNE)
     return dataset.prefetch(tf.data.AUTOTUNE)
 
 
@@ -343,6 +358,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="share of the teacher's probabilities in each target; the rest is the one-hot label")
     parser.add_argument("--schedule", choices=SCHEDULES, default=defaults.schedule,
                         help="learning-rate schedule: halve on a validation plateau, or cosine decay to 0 over --epochs")
+    parser.add_argument("--erasing", type=float, default=defaults.erasing,
+                        help="share of training faces with a random rectangle replaced by noise (0-1; 0 = off)")
+    parser.add_argument("--mixup", type=float, default=defaults.mixup, help="MixUp alpha for training batches (0 = off)")
     parser.add_argument("--box-margin", type=float, default=None,
                         help=f"crop margin around detected boxes, stored with the model (default {PreprocessConfig().box_margin}, "
                              "or the --init-from model's)")
@@ -377,7 +395,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     config = TrainConfig(args.arch, epochs, args.batch_size, learning_rate, args.patience,
                          args.label_smoothing, args.augment, args.flip_average, args.class_weighting, args.seed,
-                         args.schedule, args.teacher, args.teacher_weight)
+                         args.schedule, args.teacher, args.teacher_weight, args.erasing, args.mixup)
+    if not 0.0 <= config.erasing <= 1.0 or config.mixup < 0:
+        print("error: --erasing must be between 0 and 1 and --mixup at least 0", file=sys.stderr)
+        return 2
     preprocess = PreprocessConfig(box_margin=args.box_margin) if args.box_margin is not None else None
     out = Path(args.out)
     if out.suffix == ".keras":

@@ -76,3 +76,29 @@ def test_distillation_mixes_the_teachers_probabilities_into_the_targets(tmp_path
     recorded = json.loads(student.with_suffix(".json").read_text())["train_config"]
     assert recorded["teacher"] == str(teacher.with_suffix(".keras")) and recorded["teacher_weight"] == 0.7
 
+
+def test_erasing_and_mixup_change_training_batches_only():
+    faces = np.random.default_rng(0).integers(0, 256, size=(16, 48, 48), dtype=np.uint8)
+    labels = np.arange(16) % 4
+    config = train.TrainConfig(batch_size=16, erasing=1.0, mixup=0.4, augment=True)
+    images, targets = next(iter(train.make_dataset(faces, labels, 4, config, training=True)))
+    images, targets = np.asarray(images), np.asarray(targets)
+    assert images.shape == (16, 48, 48, 1) and targets.shape == (16, 4)
+    assert images.min() >= 0 and images.max() <= 255 + 1e-3  # blends of clipped faces (float rounding)
+    np.testing.assert_allclose(targets.sum(axis=1), 1.0, rtol=1e-5)
+    assert (targets.max(axis=1) < 1.0 - 1e-6).any()  # blended targets: MixUp ran
+    _, plain = next(iter(train.make_dataset(faces, labels, 4, config, training=False)))
+    np.testing.assert_array_equal(np.asarray(plain), np.eye(4, dtype=np.float32)[labels])  # validation untouched
+
+
+def test_erasing_and_mixup_flags_reach_the_json(tmp_path, capsys):
+    data = tmp_path / "data"
+    write_face_tree(data / "train", per_class=8, seed=1)
+    write_face_tree(data / "validation", per_class=3, seed=2)
+    out = tmp_path / "models" / "regularised"
+    assert train.main(["--data", str(data), "--arch", "vgg_tiny", "--epochs", "1", "--batch-size", "8",
+                       "--erasing", "0.5", "--mixup", "0.2", "--out", str(out)]) == 0
+    config = json.loads(out.with_suffix(".json").read_text())["train_config"]
+    assert config["erasing"] == 0.5 and config["mixup"] == 0.2
+    assert train.main(["--data", str(data), "--erasing", "2", "--out", str(tmp_path / "m")]) == 2
+    assert "--erasing" in capsys.readouterr().err
