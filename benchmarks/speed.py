@@ -17,6 +17,7 @@ absolute figures.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -427,7 +428,7 @@ def investigate_flip(predictor, photos: Photos, seconds: float, rounds: int) -> 
         faces = np.resize(photos.faces, (batch_size,) + photos.faces.shape[1:])
         batch = _runtimes.input_batch(faces)
         cases = {
-            "predict_faces (two calls of N)": lambda: predictor.predict_faces(faces),
+            "predict_faces (as served)": lambda: predictor.predict_faces(faces),
             "one call of 2N (fused)": lambda: _runtimes.fused_flip_probabilities(predictor, faces),
             "no flip averaging (one call of N)": lambda: predictor._forward(batch).numpy(),
         }
@@ -438,67 +439,52 @@ def investigate_flip(predictor, photos: Photos, seconds: float, rounds: int) -> 
     return report
 
 
-CASCADE_WINDOW = 24  # px: the frontal-face Haar cascade's detection window, its smallest face
-
-
-def detect_faces_variant(image: np.ndarray, max_side: int = 640, scale_factor: float = 1.1, min_face_pixels: int = 0,
-                         equalize: bool = True) -> list:
-    """fer.faces.detect_faces with what-if knobs: with the defaults it returns exactly what detect_faces returns.
-
-    `min_face_pixels` (the proposal: 48, the model's input size) shrinks the detection copy further, so that a face of
-    that size in the photo fills the cascade's 24 px window: at most half resolution for 48. Smaller faces are not
-    found; large photos, already shrunk to `max_side` below half size, are unaffected.
-    """
+@contextlib.contextmanager
+def detection_constants(**constants):
+    """Temporarily set fer.faces module constants (SCALE_FACTOR, MIN_FACE_PIXELS, MIN_NEIGHBOURS)."""
     from fer import faces
 
-    gray = faces.to_gray(image)
-    height, width = gray.shape
-    scale = min(1.0, max_side / max(height, width), CASCADE_WINDOW / min_face_pixels if min_face_pixels else 1.0)
-    small = gray if scale == 1.0 else cv2.resize(gray, (round(width * scale), round(height * scale)), interpolation=cv2.INTER_AREA)
-    if equalize:
-        small = cv2.equalizeHist(small)
-    min_side = max(20, int(faces.MIN_FACE_FRACTION * min(small.shape)))
-    found = faces._cascade().detectMultiScale(small, scaleFactor=scale_factor, minNeighbors=5, minSize=(min_side, min_side))
-    boxes = [faces._clip_box(tuple(int(round(v / scale)) for v in box), width, height) for box in np.asarray(found).reshape(-1, 4)]
-    boxes.sort(key=lambda box: box[2] * box[3], reverse=True)
-    return boxes[:faces.MAX_FACES]
+    saved = {name: getattr(faces, name) for name in constants}
+    for name, value in constants.items():
+        setattr(faces, name, value)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            setattr(faces, name, value)
+
+
+def detect_faces_variant(image: np.ndarray, detector: str | None = None, **constants) -> list:
+    """fer.faces.detect_faces itself, with another detector and/or its module constants changed for this call:
+    what-ifs run the real code, so with no arguments this is exactly what the app does."""
+    from fer import faces
+
+    with detection_constants(**constants):
+        return faces.detect_faces(image, detector=detector or faces.DEFAULT_DETECTOR)
 
 
 # Detection settings compared: (label, keyword arguments of detect_faces_variant, OpenCV threads or None for default).
-PROPOSED = {"min_face_pixels": 48}
 DETECTION_SETTINGS = [
-    ("today: max_side 640", {}, None),
-    ("max_side 480", {"max_side": 480}, None),
-    ("max_side 400", {"max_side": 400}, None),
-    ("max_side 320", {"max_side": 320}, None),
-    ("max_side 240", {"max_side": 240}, None),
-    ("today, scaleFactor 1.2", {"scale_factor": 1.2}, None),
-    ("today, no equalizeHist", {"equalize": False}, None),
-    ("today, cv2.setNumThreads(1)", {}, 1),
-    ("proposed: faces >= 48 px (half resolution)", PROPOSED, None),
-    ("proposed + scaleFactor 1.2", {**PROPOSED, "scale_factor": 1.2}, None),
-    ("proposed + no equalizeHist", {**PROPOSED, "equalize": False}, None),
+    ("today: fast (LBP, Haar if LBP finds none)", {}, None),
+    ("haar (the detector before LBP)", {"detector": "haar"}, None),
+    ("lbp alone", {"detector": "lbp"}, None),
+    ("fast, scaleFactor 1.2", {"SCALE_FACTOR": 1.2}, None),
+    ("fast, faces >= 48 px", {"MIN_FACE_PIXELS": 48}, None),
+    ("haar, faces >= 48 px", {"detector": "haar", "MIN_FACE_PIXELS": 48}, None),
+    ("fast, cv2.setNumThreads(1)", {}, 1),
 ]
 
 
-def _smallest_face(settings: dict, width: int = 640) -> int:
-    """Smallest face (px) found in a `width`-wide photo: the cascade's window at the detection copy's scale."""
-    scale = min(1.0, settings.get("max_side", 640) / width,
-                CASCADE_WINDOW / settings["min_face_pixels"] if settings.get("min_face_pixels") else 1.0)
-    return round(CASCADE_WINDOW / scale)
-
-
 def investigate_detection(photos: Photos, seconds: float, rounds: int) -> dict:
-    """Detection time and faces found under each DETECTION_SETTINGS entry, on both photos."""
-    from fer.faces import detect_faces
+    """Detection time and faces found under each DETECTION_SETTINGS entry, on both photos (recall on many faces:
+    benchmarks/detection.py)."""
+    from fer import faces
     from fer.images import load_image
 
     default_threads = cv2.getNumThreads()
     report = {"opencv_threads_default": default_threads}
     for name, data in photos.jpeg.items():
         image = load_image(data)
-        if detect_faces_variant(image) != detect_faces(image):
-            raise SystemExit("detect_faces_variant no longer matches fer.faces.detect_faces; update it.")
 
         def detect(settings, threads):
             if threads:
@@ -510,7 +496,8 @@ def investigate_detection(photos: Photos, seconds: float, rounds: int) -> dict:
 
         cases = {label: (lambda settings=settings, threads=threads: detect(settings, threads))
                  for label, settings, threads in DETECTION_SETTINGS}
-        rows = {label: {"faces": len(cases[label]()), "smallest_face_px": _smallest_face(settings)}
+        rows = {label: {"faces": len(cases[label]()),
+                        "smallest_face_px": settings.get("MIN_FACE_PIXELS", faces.MIN_FACE_PIXELS)}
                 for label, settings, _ in DETECTION_SETTINGS}
         times = interleave(cases, seconds, rounds)
         for label, row in rows.items():
@@ -520,29 +507,26 @@ def investigate_detection(photos: Photos, seconds: float, rounds: int) -> dict:
 
 
 def investigate_end_to_end(predictor, photos: Photos, pypi: PypiFer | None, seconds: float, rounds: int) -> dict:
-    """Where today's end-to-end time goes, and what proposed settings would give, each with its ratio to PyPI fer
-    timed in the same alternation."""
+    """Where today's end-to-end time goes, and what each of this version's two changes (LBP-first detection, the
+    LiteRT copy) contributes, each with its ratio to PyPI fer timed in the same alternation."""
     from fer.faces import detect_faces
     from fer.images import load_image
+    from fer.predict import Predictor
     from fer.preprocess import preprocess_face
 
-    try:
-        onnx = _runtimes.OnnxForward(predictor.model, num_threads=1)
-    except ImportError:
-        onnx = None
-    report = {}
+    tensorflow_only = Predictor(predictor.model, predictor.metadata)  # no path: no LiteRT copy
+    report = {"runtime": predictor.runtime}
     for name in ("one", "five"):
         data = photos.jpeg[name]
         rgb = load_image(data)
         boxes = detect_faces(rgb)
         faces = np.stack([preprocess_face(rgb, box, predictor.preprocess_config) for box in boxes])
 
-        def pipeline(detect_settings: dict, forward=None):
-            """predictor.predict's steps (decode, detect, crop, classify) with a detection variant and fused flips."""
+        def pipeline(served, detector):
+            """predictor.predict's steps (decode, detect, crop, classify) with another detector or runtime."""
             image = load_image(data)
-            found = detect_faces_variant(image, **detect_settings)
-            crops = np.stack([preprocess_face(image, box, predictor.preprocess_config) for box in found])
-            return _runtimes.fused_flip_probabilities(predictor, crops, forward)
+            found = detect_faces_variant(image, detector=detector)
+            return served.predict_faces(np.stack([preprocess_face(image, box, served.preprocess_config) for box in found]))
 
         cases = {
             "stage: decode (load_image)": lambda: load_image(data),
@@ -550,14 +534,10 @@ def investigate_end_to_end(predictor, photos: Photos, pypi: PypiFer | None, seco
             "stage: crop (preprocess_face)": lambda: [preprocess_face(rgb, box, predictor.preprocess_config) for box in boxes],
             "stage: classify (predict_faces)": lambda: predictor.predict_faces(faces),
             "today: predictor.predict": lambda: predictor.predict(data),
-            "faces >= 48 px, fused flip": lambda: pipeline(PROPOSED),
-            "faces >= 48 px + scaleFactor 1.2, fused flip": lambda: pipeline({**PROPOSED, "scale_factor": 1.2}),
-            "max_side 240, fused flip": lambda: pipeline({"max_side": 240}),
+            "before: Haar + TensorFlow": lambda: pipeline(tensorflow_only, "haar"),
+            "Haar + LiteRT": lambda: pipeline(predictor, "haar"),
+            "fast detector + TensorFlow": lambda: pipeline(tensorflow_only, "fast"),
         }
-        if onnx is not None:
-            cases["faces >= 48 px, fused flip, onnxruntime"] = lambda: pipeline(PROPOSED, onnx)
-            cases["faces >= 48 px + scaleFactor 1.2, fused, onnxruntime"] = lambda: pipeline(
-                {**PROPOSED, "scale_factor": 1.2}, onnx)
         if pypi is not None:
             cases["PyPI fer detect_emotions"] = pypi.case(photos.path[name])
         times = interleave(cases, seconds, rounds)
@@ -729,8 +709,11 @@ def print_investigation(report: dict) -> None:
         for label, row in rows.items():
             print(f"  {label:<50}{row['ms']:>8.1f} ms  {row['faces']} faces  smallest {row['smallest_face_px']} px")
     print(f"  (OpenCV threads by default: {report['detection']['opencv_threads_default']})")
-    print("\n== end to end: stages today, and proposed settings (median ms; ratio to PyPI fer in this alternation) ==")
+    print("\n== end to end: stages today, and each change alone (median ms; ratio to PyPI fer in this alternation) ==")
+    print(f"runtime: {report['end_to_end']['runtime']}")
     for image, rows in report["end_to_end"].items():
+        if not isinstance(rows, dict):
+            continue
         print(f"{image.replace('_', ' ')}:")
         for label, row in rows.items():
             ratio = f"   ratio {row['ratio_to_pypi_fer']:.2f}" if "ratio_to_pypi_fer" in row else ""
@@ -791,13 +774,16 @@ def main(argv: list[str] | None = None) -> int:
         results = {"environment": environment_summary(),
                    "model": {"path": str(model_path), "chosen_by": how, "arch": predictor.metadata.get("arch"),
                              "parameters": int(predictor.model.count_params()), "flip_average": predictor.flip_average,
-                             "multiply_accumulates_per_pass": multiply_accumulates(predictor.model)},
+                             "multiply_accumulates_per_pass": multiply_accumulates(predictor.model),
+                             "runtime": predictor.runtime},
                    "settings": {"seconds": args.seconds, "rounds": args.rounds, "cold_runs": args.cold_runs},
                    "cold_start": cold_start}
         environment = results["environment"]
         print(f"model: {model_path} ({how}); {results['model']['arch']}, {results['model']['parameters']:,} parameters, "
               f"{results['model']['multiply_accumulates_per_pass'] / 1e6:.0f} M multiply-adds a pass, "
               f"flip averaging {'on (two passes a face)' if predictor.flip_average else 'off'}")
+        from fer.faces import DEFAULT_DETECTOR
+        print(f"runtime: {predictor.runtime}; face detector: {DEFAULT_DETECTOR}")
         print(f"machine: {environment['cores']} cores, {environment['cpu']}; load average "
               f"{environment['load_average'][0]:.1f} now; tensorflow {environment['tensorflow']}, "
               f"opencv {environment['opencv']}")
