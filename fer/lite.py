@@ -5,7 +5,7 @@
 For the batches that photos and webcam frames make (a few faces and their mirror images) the interpreter takes less
 than half the time of TensorFlow's traced graph; for hundreds of faces TensorFlow is as fast, so
 `fer.predict.Predictor` sends batches of up to MAX_BATCH images here and larger ones to TensorFlow. Both give the
-same probabilities to within 1e-6 (tests/test_lite.py). fer.train writes the copy for every model it trains.
+same probabilities to within 1e-5 (tests/test_lite.py). fer.train writes the copy for every model it trains.
 
 The JSON records the SHA-256 of the .keras file the copy was made from: a copy that does not match (the .keras was
 replaced, say) is ignored with a warning, and TensorFlow serves alone. FER_LITE=0 turns the copy off.
