@@ -121,3 +121,16 @@ def test_cli_writes_copies(exported, tmp_path, capsys):
     assert "wrote" in capsys.readouterr().out and path.with_suffix(".tflite").is_file()
     assert lite.main([str(tmp_path / "models" / "nothing.keras")]) == 1
     assert "error:" in capsys.readouterr().err
+
+
+def test_concurrent_requests_get_the_same_answers(exported, faces):
+    """The app serves several requests at once: one uses the interpreter, the others TensorFlow, none waits or mixes."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    served = load_predictor(exported)
+    counts = [1, 2, 3, 5, 1, 4, 2, 16] * 4
+    expected = {count: served.predict_faces(faces[:count]) for count in set(counts)}
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(lambda count: (count, served.predict_faces(faces[:count])), counts))
+    for count, probabilities in results:
+        np.testing.assert_allclose(probabilities, expected[count], rtol=0, atol=ROUNDING)
