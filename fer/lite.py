@@ -31,7 +31,7 @@ from fer.errors import FerError
 
 logger = logging.getLogger(__name__)
 
-MAX_BATCH = 32  # images per call (16 faces with flip averaging); larger batches go to TensorFlow
+MAX_BATCH = 16  # images per call (8 faces with flip averaging); larger batches go to TensorFlow, as fast there
 _INTERPRETERS_KEPT = 4  # one interpreter per recent batch size: resizing one re-plans its whole graph
 
 
