@@ -90,7 +90,7 @@ def load_for(model_path: str | Path | None, metadata: dict) -> "LiteForward | No
         return None
     try:
         return LiteForward(lite_path.read_bytes())
-    except (ValueError, RuntimeError, OSError) as error:  # a corrupt flatbuffer, or a TensorFlow without tf.lite
+    except (ValueError, RuntimeError, OSError, AttributeError, ImportError) as error:  # corrupt, or no tf.lite
         logger.warning("Could not load %s (%s); serving with TensorFlow only.", lite_path, error)
         return None
 

@@ -134,3 +134,13 @@ def test_concurrent_requests_get_the_same_answers(exported, faces):
         results = list(pool.map(lambda count: (count, served.predict_faces(faces[:count])), counts))
     for count, probabilities in results:
         np.testing.assert_allclose(probabilities, expected[count], rtol=0, atol=ROUNDING)
+
+
+def test_a_tensorflow_without_tf_lite_leaves_tensorflow_serving(exported, monkeypatch, caplog):
+    def missing():
+        raise AttributeError("module 'tensorflow' has no attribute 'lite'")
+
+    monkeypatch.setattr(lite, "_interpreter_class", missing)
+    with caplog.at_level(logging.WARNING, logger="fer.lite"):
+        assert load_predictor(exported).runtime == "TensorFlow"
+    assert "TensorFlow only" in caplog.text
