@@ -79,11 +79,13 @@ def load_for(model_path: str | Path | None, metadata: dict) -> "LiteForward | No
     if model_path is None or not entry or os.environ.get("FER_LITE", "1") == "0":
         return None
     model_path = Path(model_path)
-    lite_path = model_path.with_name(str(entry.get("file", "")))
-    if lite_path.parent != model_path.parent or not lite_path.is_file():
-        logger.warning("%s names a LiteRT copy %s that is not there; serving with TensorFlow only. "
-                       "Recreate it with `python -m fer.lite %s`.", model_path.with_suffix(".json").name, lite_path.name, model_path)
+    name = str(entry.get("file") or "") if isinstance(entry, dict) else ""
+    # A file name beside the model, nothing else (Path.with_name raises on "" or a path with folders in it).
+    if not name or Path(name).name != name or not model_path.with_name(name).is_file():
+        logger.warning("%s names a LiteRT copy %r that is not a file beside it; serving with TensorFlow only. "
+                       "Recreate it with `python -m fer.lite %s`.", model_path.with_suffix(".json").name, name, model_path)
         return None
+    lite_path = model_path.with_name(name)
     if file_sha256(model_path) != entry.get("keras_sha256"):
         logger.warning("%s was made from another version of %s; serving with TensorFlow only. "
                        "Recreate it with `python -m fer.lite %s`.", lite_path.name, model_path.name, model_path)

@@ -103,6 +103,18 @@ def test_a_missing_or_corrupt_copy_leaves_tensorflow_serving(exported, tmp_path,
     assert "TensorFlow only" in caplog.text
 
 
+@pytest.mark.parametrize("entry", [{"file": ""}, {"file": "../small.tflite"}, {"file": "sub/small.tflite"}, {"keras_sha256": "x"}, "small.tflite"])
+def test_a_malformed_lite_entry_leaves_tensorflow_serving(exported, tmp_path, caplog, entry):
+    path = _copy_model(exported, tmp_path / "models")
+    metadata = json.loads(path.with_suffix(".json").read_text())
+    metadata["lite"] = entry  # a hand-edited JSON
+    path.with_suffix(".json").write_text(json.dumps(metadata))
+    with caplog.at_level(logging.WARNING, logger="fer.lite"):
+        predictor = load_predictor(path)
+    assert predictor.runtime == "TensorFlow"
+    assert "TensorFlow only" in caplog.text
+
+
 def test_a_model_without_a_copy_is_served_by_tensorflow_quietly(model_path, caplog):
     with caplog.at_level(logging.WARNING, logger="fer.lite"):
         predictor = load_predictor(model_path)
