@@ -128,6 +128,8 @@ class LiteForward:
         details = interpreter.get_input_details()[0]
         interpreter.resize_tensor_input(details["index"], [batch_size, *details["shape"][1:]])
         interpreter.allocate_tensors()
+        # Tensor indices belong to the flatbuffer, the same in every interpreter made from it.
+        self._input_index, self._output_index = details["index"], interpreter.get_output_details()[0]["index"]
         self._interpreters[batch_size] = interpreter
         if len(self._interpreters) > _INTERPRETERS_KEPT:
             self._interpreters.popitem(last=False)
@@ -138,9 +140,9 @@ class LiteForward:
             return None
         try:
             interpreter = self._interpreter(len(batch))
-            interpreter.set_tensor(interpreter.get_input_details()[0]["index"], np.ascontiguousarray(batch, np.float32))
+            interpreter.set_tensor(self._input_index, np.ascontiguousarray(batch, np.float32))
             interpreter.invoke()
-            return interpreter.get_tensor(interpreter.get_output_details()[0]["index"]).copy()
+            return interpreter.get_tensor(self._output_index).copy()
         finally:
             self._lock.release()
 
