@@ -41,7 +41,7 @@ from fer import config as fer_config
 from fer import corrections as fer_corrections
 from fer import lite
 from fer.config import CLASS_NAMES, PreprocessConfig
-from fer.errors import FerError, ModelError
+from fer.errors import DataError, FerError, ModelError
 from fer.data import FaceDataset, find_split, load_faces
 from fer.metrics import classification_report, expected_calibration_error, fit_temperature, apply_temperature
 from fer.registry import current_model_path, read_metadata, save_weights_only_model, write_json_atomic
@@ -73,6 +73,9 @@ class TrainConfig:
     teacher_weight: float = 0.7  # target = weight * teacher's probabilities + (1 - weight) * the one-hot label
     erasing: float = 0.0  # share of training faces that get a random rectangle replaced by noise (random erasing)
     mixup: float = 0.0  # MixUp's alpha: blend pairs of faces and their targets (0 = off)
+    # More class folders to train on beside the served classes (e.g. FER2013's angry, fear, disgust). The network
+    # learns from their faces too; the saved model keeps only the served classes' outputs (`restrict_outputs`).
+    extra_classes: tuple[str, ...] = ()
 
 
 SCHEDULES = ("plateau", "cosine")
@@ -151,6 +154,30 @@ def distillation_targets(train: FaceDataset, config: TrainConfig) -> np.ndarray:
     soft = teacher.predict_faces(train.images)
     one_hot = np.eye(len(train.classes), dtype=np.float32)[train.labels]
     return config.teacher_weight * soft + (1.0 - config.teacher_weight) * one_hot
+
+
+def restrict_outputs(model, keep: int):
+    """The same network with only its first `keep` softmax outputs: its final Dense layer's first `keep` columns.
+
+    A softmax over a subset of the logits equals the full softmax restricted to that subset and renormalised, so the
+    new model's probabilities are the old one's, conditioned on the face showing one of the kept classes.
+    """
+    from keras import layers
+
+    head = model.layers[-1]
+    if not isinstance(head, layers.Dense) or head.get_config().get("activation") != "softmax" or not head.use_bias:
+        raise ModelError(f"{model.name} does not end in a softmax Dense layer with a bias; cannot drop its outputs.")
+    if not 2 <= keep <= head.units:
+        raise ValueError(f"keep must be between 2 and {head.units}; got {keep}.")
+    config = model.get_config()
+    for layer in config["layers"]:
+        if layer["config"]["name"] == head.name:
+            layer["config"]["units"] = keep
+    smaller = model.__class__.from_config(config)
+    weights = model.get_weights()
+    kernel, bias = weights[-2], weights[-1]
+    smaller.set_weights([*weights[:-2], kernel[:, :keep], bias[:keep]])
+    return smaller
 
 
 def fit(train: FaceDataset, validation: FaceDataset, config: TrainConfig, out: Path, init_from: Path | None = None,
@@ -270,8 +297,16 @@ def run(data_root: str | Path, out: Path, config: TrainConfig = TrainConfig(), p
                          "replace stays available to the gate and to rollback.")
     report(0.0, "loading faces")
     train_dir, validation_dir = find_split(data_root, "train"), find_split(data_root, "validation")
-    train = load_faces(train_dir, classes, preprocess)
+    if config.extra_classes and parent is not None:
+        raise ModelError("--extra-classes trains a new network from scratch; it cannot start from --init-from.")
+    overlap = sorted(set(config.extra_classes) & set(classes))
+    if overlap:
+        raise ModelError(f"--extra-classes {' '.join(overlap)}: already a served class ({', '.join(classes)}).")
+    train = load_faces(train_dir, classes + tuple(config.extra_classes), preprocess)
     validation = load_faces(validation_dir, classes, preprocess)
+    missing = [name for name in config.extra_classes if train.counts()[name] == 0]
+    if missing:
+        raise DataError(f"{train_dir} has no faces for --extra-classes {' '.join(missing)}.")
     data_summary = {"train_dir": str(train_dir), "validation_dir": str(validation_dir)}
     extra = {}
     if corrections is not None:
@@ -288,6 +323,8 @@ def run(data_root: str | Path, out: Path, config: TrainConfig = TrainConfig(), p
     started = time.time()
     model, history = fit(train, validation, config, out, init_from,
                          progress=lambda fraction, message: report(0.05 + 0.8 * fraction, message))
+    if config.extra_classes:
+        model = restrict_outputs(model, len(classes))
     seconds = time.time() - started
     report(0.85, "calibrating and saving")
     return finish(model, config, preprocess, validation, out, data_summary, history, seconds, argv, extra=extra)
@@ -361,6 +398,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--erasing", type=float, default=defaults.erasing,
                         help="share of training faces with a random rectangle replaced by noise (0-1; 0 = off)")
     parser.add_argument("--mixup", type=float, default=defaults.mixup, help="MixUp alpha for training batches (0 = off)")
+    parser.add_argument("--extra-classes", nargs="+", default=[], metavar="CLASS",
+                        help="more class folders to train on (e.g. angry fear disgust); the saved model predicts only "
+                             f"{', '.join(CLASS_NAMES)}")
     parser.add_argument("--box-margin", type=float, default=None,
                         help=f"crop margin around detected boxes, stored with the model (default {PreprocessConfig().box_margin}, "
                              "or the --init-from model's)")
@@ -395,7 +435,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     config = TrainConfig(args.arch, epochs, args.batch_size, learning_rate, args.patience,
                          args.label_smoothing, args.augment, args.flip_average, args.class_weighting, args.seed,
-                         args.schedule, args.teacher, args.teacher_weight, args.erasing, args.mixup)
+                         args.schedule, args.teacher, args.teacher_weight, args.erasing, args.mixup,
+                         tuple(name.lower() for name in args.extra_classes))
     if not 0.0 <= config.erasing <= 1.0 or config.mixup < 0:
         print("error: --erasing must be between 0 and 1 and --mixup at least 0", file=sys.stderr)
         return 2

@@ -102,3 +102,37 @@ def test_erasing_and_mixup_flags_reach_the_json(tmp_path, capsys):
     assert config["erasing"] == 0.5 and config["mixup"] == 0.2
     assert train.main(["--data", str(data), "--erasing", "2", "--out", str(tmp_path / "m")]) == 2
     assert "--erasing" in capsys.readouterr().err
+
+
+def test_restrict_outputs_renormalises_the_kept_classes():
+    from fer.model import build_model
+
+    seven = build_model("vgg_tiny", num_classes=7)
+    faces = np.random.default_rng(3).integers(0, 256, size=(5, 48, 48, 1)).astype(np.float32)
+    full = np.asarray(seven(faces, training=False))
+    four = train.restrict_outputs(seven, 4)
+    assert four.output_shape == (None, 4)
+    kept = full[:, :4] / full[:, :4].sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(np.asarray(four(faces, training=False)), kept, rtol=1e-4, atol=1e-6)
+
+
+def test_extra_classes_train_seven_ways_and_save_the_served_four(tmp_path, capsys):
+    data = tmp_path / "data"
+    write_face_tree(data / "train", per_class=6, classes=CLASS_NAMES + ("angry", "fear"), seed=1)
+    write_face_tree(data / "validation", per_class=3, classes=CLASS_NAMES + ("angry",), seed=2)
+    out = tmp_path / "models" / "seven"
+    assert train.main(["--data", str(data), "--arch", "vgg_tiny", "--epochs", "1", "--batch-size", "8",
+                       "--extra-classes", "angry", "fear", "--out", str(out)]) == 0
+    metadata = json.loads(out.with_suffix(".json").read_text())
+    assert metadata["classes"] == list(CLASS_NAMES)
+    assert metadata["train_config"]["extra_classes"] == ["angry", "fear"]
+    assert metadata["data"]["train_counts"] == {name: 6 for name in CLASS_NAMES + ("angry", "fear")}
+    assert metadata["metrics"]["validation"]["n_images"] == 12  # validation angry faces are not served classes
+    predictor = load_predictor(out.with_suffix(".keras"))
+    assert predictor.predict_faces(np.zeros((2, 48, 48), np.uint8)).shape == (2, 4)
+
+    # a served class named as extra, or an extra class with no faces, stops before training
+    assert train.main(["--data", str(data), "--extra-classes", "sad", "--out", str(tmp_path / "m")]) == 2
+    assert "already a served class" in capsys.readouterr().err
+    assert train.main(["--data", str(data), "--extra-classes", "disgust", "--out", str(tmp_path / "m")]) == 2
+    assert "no faces for --extra-classes disgust" in capsys.readouterr().err
