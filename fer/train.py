@@ -22,6 +22,9 @@ with 3 epochs at learning rate 1e-4 unless given. `--gate` compares the new mode
 (`fer.gate`) and promotes or rejects it; the command then exits 1 on rejection. The new JSON records the corrections
 file's hash and row count, what they changed, and the parent model. `retrain_from_corrections` does the same
 fine-tune-and-gate as one call for the app.
+
+`--extra-classes angry fear disgust` also trains on those class folders (a seven-way softmax) and saves a model that
+predicts the served classes only, renormalised over them; `--init-from` that model fine-tunes it on the served classes.
 """
 
 from __future__ import annotations
