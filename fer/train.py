@@ -302,6 +302,8 @@ def run(data_root: str | Path, out: Path, config: TrainConfig = TrainConfig(), p
     train_dir, validation_dir = find_split(data_root, "train"), find_split(data_root, "validation")
     if config.extra_classes and parent is not None:
         raise ModelError("--extra-classes trains a new network from scratch; it cannot start from --init-from.")
+    if len(set(config.extra_classes)) != len(config.extra_classes):
+        raise ModelError(f"--extra-classes {' '.join(config.extra_classes)}: a class is named twice.")
     overlap = sorted(set(config.extra_classes) & set(classes))
     if overlap:
         raise ModelError(f"--extra-classes {' '.join(overlap)}: already a served class ({', '.join(classes)}).")

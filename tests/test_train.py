@@ -136,3 +136,5 @@ def test_extra_classes_train_seven_ways_and_save_the_served_four(tmp_path, capsy
     assert "already a served class" in capsys.readouterr().err
     assert train.main(["--data", str(data), "--extra-classes", "disgust", "--out", str(tmp_path / "m")]) == 2
     assert "no faces for --extra-classes disgust" in capsys.readouterr().err
+    assert train.main(["--data", str(data), "--extra-classes", "angry", "Angry", "--out", str(tmp_path / "m")]) == 2
+    assert "named twice" in capsys.readouterr().err
