@@ -115,7 +115,10 @@ class LiteForward:
         self.num_threads = num_threads or max(1, min(4, os.cpu_count() or 1))
         self._interpreters: OrderedDict[int, object] = OrderedDict()
         self._lock = threading.Lock()
-        self._interpreter(1)  # fail now, at load time, on a corrupt file
+        first = self._interpreter(1)  # fail now, at load time, on a corrupt file
+        # Tensor indices belong to the flatbuffer, the same in every interpreter made from it: look them up once.
+        self._input_index = first.get_input_details()[0]["index"]
+        self._output_index = first.get_output_details()[0]["index"]
 
     def _interpreter(self, batch_size: int):
         interpreter = self._interpreters.get(batch_size)
@@ -128,8 +131,6 @@ class LiteForward:
         details = interpreter.get_input_details()[0]
         interpreter.resize_tensor_input(details["index"], [batch_size, *details["shape"][1:]])
         interpreter.allocate_tensors()
-        # Tensor indices belong to the flatbuffer, the same in every interpreter made from it.
-        self._input_index, self._output_index = details["index"], interpreter.get_output_details()[0]["index"]
         self._interpreters[batch_size] = interpreter
         if len(self._interpreters) > _INTERPRETERS_KEPT:
             self._interpreters.popitem(last=False)
