@@ -309,7 +309,8 @@ def run(data_root: str | Path, out: Path, config: TrainConfig = TrainConfig(), p
         raise ModelError(f"--extra-classes {' '.join(overlap)}: already a served class ({', '.join(classes)}).")
     train = load_faces(train_dir, classes + tuple(config.extra_classes), preprocess)
     validation = load_faces(validation_dir, classes, preprocess)
-    missing = [name for name in config.extra_classes if train.counts()[name] == 0]
+    counts = train.counts()
+    missing = [name for name in config.extra_classes if counts[name] == 0]
     if missing:
         raise DataError(f"{train_dir} has no faces for --extra-classes {' '.join(missing)}.")
     data_summary = {"train_dir": str(train_dir), "validation_dir": str(validation_dir)}
