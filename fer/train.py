@@ -25,11 +25,16 @@ fine-tune-and-gate as one call for the app.
 
 `--extra-classes angry fear disgust` also trains on those class folders (a seven-way softmax) and saves a model that
 predicts the served classes only, renormalised over them; `--init-from` that model fine-tunes it on the served classes.
+
+Long runs: `--precision mixed_bfloat16` computes in bfloat16 (1.3-1.7x faster where the CPU has AMX or AVX512-BF16;
+the saved model is float32), and `--backup-dir DIR` saves the training state after every epoch, so that the same
+command run again after an interruption resumes where it stopped.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import datetime
 import logging
@@ -79,9 +84,16 @@ class TrainConfig:
     # More class folders to train on beside the served classes (e.g. FER2013's angry, fear, disgust). The network
     # learns from their faces too; the saved model keeps only the served classes' outputs (`restrict_outputs`).
     extra_classes: tuple[str, ...] = ()
+    # "mixed_bfloat16" computes in bfloat16 while training (weights stay float32): 1.3-1.7x faster on CPUs with
+    # AMX or AVX512-BF16. The saved model is float32 either way, so serving is unchanged.
+    precision: str = "float32"
+    # With a teacher: score each augmented training batch as the student sees it ("consistent teaching"), instead
+    # of each face once, un-augmented, before training. Costs a teacher forward pass per batch.
+    teacher_online: bool = False
 
 
 SCHEDULES = ("plateau", "cosine")
+PRECISIONS = ("float32", "mixed_bfloat16")
 
 
 def augmenter(erasing: float = 0.0):
@@ -101,10 +113,12 @@ def augmenter(erasing: float = 0.0):
 
 
 def make_dataset(faces: np.ndarray, labels: np.ndarray, num_classes: int, config: TrainConfig, training: bool,
-                 targets: np.ndarray | None = None):
+                 targets: np.ndarray | None = None, teacher=None):
     """tf.data pipeline of (float32 (B, S, S, 1) in [0, 255], (B, C) targets) batches.
 
-    Targets are the one-hot labels, or `targets` (N, C) when given (soft targets for distillation).
+    Targets are the one-hot labels, or `targets` (N, C) when given (soft targets for distillation). With a `teacher`
+    network, each training batch's targets become `config.teacher_weight` x its probabilities on that batch, after
+    augmentation and MixUp, plus the rest of the (mixed) labels.
     """
     import tensorflow as tf
 
@@ -128,6 +142,14 @@ def make_dataset(faces: np.ndarray, labels: np.ndarray, num_classes: int, config
             return both["images"], both["labels"]
 
         dataset = dataset.map(mixed, num_parallel_calls=tf.data.AUTOTUNE)
+    if training and teacher is not None:
+        weight = config.teacher_weight
+
+        def taught(images, targets):
+            soft = tf.cast(teacher(images, training=False), tf.float32)
+            return images, weight * soft + (1.0 - weight) * targets
+
+        dataset = dataset.map(taught)  # one batch at a time: the teacher is a whole network
     return dataset.prefetch(tf.data.AUTOTUNE)
 
 
@@ -159,6 +181,27 @@ def distillation_targets(train: FaceDataset, config: TrainConfig) -> np.ndarray:
     return config.teacher_weight * soft + (1.0 - config.teacher_weight) * one_hot
 
 
+def online_teacher(config: TrainConfig, classes: tuple[str, ...], image_size: int):
+    """The `config.teacher` network for online distillation, frozen, computing at the training precision."""
+    from fer.model import ARCHITECTURES, build_model
+    from fer.registry import load_model
+
+    if not 0.0 <= config.teacher_weight <= 1.0:
+        raise ValueError(f"teacher_weight must be between 0 and 1; got {config.teacher_weight}.")
+    teacher, metadata = load_model(config.teacher)
+    if tuple(metadata["classes"]) != tuple(classes) or int(metadata["image_size"]) != image_size:
+        raise ModelError(f"The teacher {config.teacher} predicts {', '.join(metadata['classes'])} from "
+                         f"{metadata['image_size']}-pixel faces; the training set has {', '.join(classes)} "
+                         f"at {image_size} pixels.")
+    if config.precision != "float32" and metadata.get("arch") in ARCHITECTURES:
+        with _dtype_policy(config.precision):
+            fast = build_model(metadata["arch"], len(classes), image_size)
+        fast.set_weights(teacher.get_weights())
+        teacher = fast
+    teacher.trainable = False
+    return teacher
+
+
 def restrict_outputs(model, keep: int):
     """The same network with only its first `keep` softmax outputs: its final Dense layer's first `keep` columns.
 
@@ -184,8 +227,13 @@ def restrict_outputs(model, keep: int):
 
 
 def fit(train: FaceDataset, validation: FaceDataset, config: TrainConfig, out: Path, init_from: Path | None = None,
-        progress=None):
+        progress=None, backup_dir: Path | None = None):
     """Compile and fit; return the model with its best-validation weights and the per-epoch history.
+
+    `backup_dir`, if given, receives the full training state after every epoch (Keras' BackupAndRestore): calling
+    again with the same arguments resumes after the last finished epoch, and the directory is removed on success.
+    Early stopping's memory of the best epoch is not part of that state: a resumed run keeps the best epoch since
+    the resume (with a cosine schedule, training's last epochs are its best in practice).
 
     `progress(fraction, message)`, if given, is called as batches finish, with `fraction` from 0 to 1.
     """
@@ -196,10 +244,15 @@ def fit(train: FaceDataset, validation: FaceDataset, config: TrainConfig, out: P
 
     keras.utils.set_random_seed(config.seed)
     num_classes = len(train.classes)
-    if init_from is not None:
+    if config.precision not in PRECISIONS:
+        raise ValueError(f"Unknown precision {config.precision!r}; choose one of {PRECISIONS}.")
+    if init_from is not None and config.precision == "float32":
         model, _ = load_model(init_from)
     else:
-        model = build_model(config.arch, num_classes, train.images.shape[1])
+        with _dtype_policy(config.precision):
+            model = build_model(config.arch, num_classes, train.images.shape[1])
+        if init_from is not None:  # a saved model keeps its float32 layers: copy its weights into a mixed one
+            model.set_weights(load_model(init_from)[0].get_weights())
     if config.schedule not in SCHEDULES:
         raise ValueError(f"Unknown schedule {config.schedule!r}; choose one of {SCHEDULES}.")
     learning_rate = config.learning_rate
@@ -211,29 +264,57 @@ def fit(train: FaceDataset, validation: FaceDataset, config: TrainConfig, out: P
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
         metrics=["accuracy"],
     )
+    resuming = backup_dir is not None and Path(backup_dir).is_dir() and any(Path(backup_dir).iterdir())
     class_weight = None
     if config.class_weighting:
         counts = np.bincount(train.labels, minlength=num_classes).astype(float)
         class_weight = {i: float(counts.sum() / (num_classes * max(c, 1))) for i, c in enumerate(counts)}
     callbacks = [
         keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max", patience=config.patience, restore_best_weights=True),
-        keras.callbacks.CSVLogger(str(out.with_suffix(".history.csv"))),
+        keras.callbacks.CSVLogger(str(out.with_suffix(".history.csv")), append=resuming),
     ]
+    if backup_dir is not None:  # first, so a resumed run restores its state before the others look at it
+        callbacks.insert(0, keras.callbacks.BackupAndRestore(str(backup_dir)))
     if config.schedule == "plateau":
         callbacks.append(keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5,
                                                            patience=max(2, config.patience // 2), min_lr=1e-5))
     if progress is not None:
         callbacks.append(_progress_callback(progress, config.epochs))
-    targets = distillation_targets(train, config) if config.teacher else None
+    targets = distillation_targets(train, config) if config.teacher and not config.teacher_online else None
+    teacher = online_teacher(config, train.classes, train.images.shape[1]) if config.teacher_online else None
     history = model.fit(
-        make_dataset(train.images, train.labels, num_classes, config, training=True, targets=targets),
+        make_dataset(train.images, train.labels, num_classes, config, training=True, targets=targets, teacher=teacher),
         validation_data=make_dataset(validation.images, validation.labels, num_classes, config, training=False),
         epochs=config.epochs,
         callbacks=callbacks,
         class_weight=class_weight,
         verbose=2,
     )
-    return model, {key: [float(v) for v in values] for key, values in history.history.items()}
+    if backup_dir is not None:  # a resumed run's History holds only its own epochs; the CSV holds them all
+        import pandas as pd
+
+        logged = pd.read_csv(out.with_suffix(".history.csv"))
+        history_dict = {key: logged[key].astype(float).tolist() for key in logged.columns if key != "epoch"}
+    else:
+        history_dict = {key: [float(v) for v in values] for key, values in history.history.items()}
+    if config.precision != "float32":  # serve float32: the same network with the trained weights
+        trained = model
+        model = build_model(config.arch, num_classes, train.images.shape[1])
+        model.set_weights(trained.get_weights())
+    return model, history_dict
+
+
+@contextlib.contextmanager
+def _dtype_policy(name: str):
+    """Build layers under Keras' global dtype policy `name`, then put the previous policy back."""
+    import keras
+
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(name)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
 
 
 def _progress_callback(progress, epochs: int):
@@ -277,7 +358,7 @@ def plot_history(history: dict, path: Path) -> None:
 
 def run(data_root: str | Path, out: Path, config: TrainConfig = TrainConfig(), preprocess: PreprocessConfig | None = None,
         *, labels_path: str | Path | None = None, init_from: str | Path | None = None, progress=None,
-        argv: list[str] | None = None) -> dict:
+        argv: list[str] | None = None, backup_dir: str | Path | None = None) -> dict:
     """Load `data_root`'s splits, apply corrections, train (from `init_from` if given) and write out.keras + out.json.
 
     Everything that can be checked is checked before training, so a corrupt corrections file or a missing parent
@@ -328,7 +409,8 @@ def run(data_root: str | Path, out: Path, config: TrainConfig = TrainConfig(), p
     report(0.05, f"training {config.epochs} epochs on {len(train)} faces")
     started = time.time()
     model, history = fit(train, validation, config, out, init_from,
-                         progress=lambda fraction, message: report(0.05 + 0.8 * fraction, message))
+                         progress=lambda fraction, message: report(0.05 + 0.8 * fraction, message),
+                         backup_dir=Path(backup_dir) if backup_dir is not None else None)
     if config.extra_classes:
         model = restrict_outputs(model, len(classes))
     seconds = time.time() - started
@@ -399,6 +481,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--teacher", help="a trained .keras model to distil into --arch (its probabilities join the targets)")
     parser.add_argument("--teacher-weight", type=float, default=defaults.teacher_weight,
                         help="share of the teacher's probabilities in each target; the rest is the one-hot label")
+    parser.add_argument("--online-teacher", action="store_true",
+                        help="the teacher scores every augmented training batch as the student sees it, instead of "
+                             "each face once before training (a teacher forward pass per batch)")
     parser.add_argument("--schedule", choices=SCHEDULES, default=defaults.schedule,
                         help="learning-rate schedule: halve on a validation plateau, or cosine decay to 0 over --epochs")
     parser.add_argument("--erasing", type=float, default=defaults.erasing,
@@ -410,6 +495,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--box-margin", type=float, default=None,
                         help=f"crop margin around detected boxes, stored with the model (default {PreprocessConfig().box_margin}, "
                              "or the --init-from model's)")
+    parser.add_argument("--precision", choices=PRECISIONS, default=defaults.precision,
+                        help="mixed_bfloat16 trains 1.3-1.7x faster on CPUs with AMX or AVX512-BF16; "
+                             "the saved model is float32 either way")
+    parser.add_argument("--backup-dir", help="save the training state here after every epoch; if the run is "
+                                             "interrupted, the same command with the same --backup-dir resumes it")
     parser.add_argument("--make-current", action="store_true", help="point models/current.json at the new model (no gate)")
     parser.add_argument("--labels", help="reviewers' corrections CSV (labels/corrections.csv) to apply to the training split")
     parser.add_argument("--init-from", help="start from this model: a .keras path, a stem, or `current`")
@@ -432,6 +522,9 @@ def main(argv: list[str] | None = None) -> int:
     if epochs < 1:
         print("error: --epochs must be at least 1", file=sys.stderr)
         return 2
+    if args.online_teacher and not args.teacher:
+        print("error: --online-teacher needs --teacher MODEL.keras", file=sys.stderr)
+        return 2
     unknown = sorted(set(args.watch) - set(CLASS_NAMES))
     if unknown:
         print(f"error: --watch {' '.join(unknown)}: not a class ({', '.join(CLASS_NAMES)})", file=sys.stderr)
@@ -442,7 +535,7 @@ def main(argv: list[str] | None = None) -> int:
     config = TrainConfig(args.arch, epochs, args.batch_size, learning_rate, args.patience,
                          args.label_smoothing, args.augment, args.flip_average, args.class_weighting, args.seed,
                          args.schedule, args.teacher, args.teacher_weight, args.erasing, args.mixup,
-                         tuple(name.lower() for name in args.extra_classes))
+                         tuple(name.lower() for name in args.extra_classes), args.precision, args.online_teacher)
     if not 0.0 <= config.erasing <= 1.0 or config.mixup < 0:
         print("error: --erasing must be between 0 and 1 and --mixup at least 0", file=sys.stderr)
         return 2
@@ -457,7 +550,8 @@ def main(argv: list[str] | None = None) -> int:
         current = current_model_path(out.parent) if args.gate else None  # checked before training: the gate needs it
         if args.gate and out.with_suffix(".keras").exists():
             raise ModelError(f"{out.with_suffix('.keras')} already exists; the gate needs a new --out.")
-        metadata = run(args.data, out, config, preprocess, labels_path=args.labels, init_from=init_from, argv=argv)
+        metadata = run(args.data, out, config, preprocess, labels_path=args.labels, init_from=init_from, argv=argv,
+                       backup_dir=args.backup_dir)
         if args.make_current:
             move_pointer(out.with_suffix(".keras"), "use", out.parent, reason="fer.train --make-current")
             logger.info("models/current.json now points at %s", out.with_suffix(".keras").name)

@@ -138,3 +138,81 @@ def test_extra_classes_train_seven_ways_and_save_the_served_four(tmp_path, capsy
     assert "no faces for --extra-classes disgust" in capsys.readouterr().err
     assert train.main(["--data", str(data), "--extra-classes", "angry", "Angry", "--out", str(tmp_path / "m")]) == 2
     assert "named twice" in capsys.readouterr().err
+
+
+def test_mixed_precision_trains_in_bfloat16_and_saves_float32(tmp_path):
+    data = tmp_path / "data"
+    write_face_tree(data / "train", per_class=6, seed=1)
+    write_face_tree(data / "validation", per_class=3, seed=2)
+    out = tmp_path / "models" / "bf16"
+    assert train.main(["--data", str(data), "--arch", "vgg_tiny", "--epochs", "1", "--batch-size", "8",
+                       "--precision", "mixed_bfloat16", "--out", str(out)]) == 0
+    import keras
+
+    assert keras.config.dtype_policy().name == "float32"  # the global policy is put back
+    metadata = json.loads(out.with_suffix(".json").read_text())
+    assert metadata["train_config"]["precision"] == "mixed_bfloat16"
+    predictor = load_predictor(out.with_suffix(".keras"))
+    assert {layer.dtype_policy.name for layer in predictor.model.layers} == {"float32"}  # served as float32
+    probabilities = predictor.predict_faces(np.zeros((2, 48, 48), np.uint8))
+    assert probabilities.dtype == np.float32
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_an_interrupted_run_resumes_from_its_backup(tmp_path):
+    data = tmp_path / "data"
+    write_face_tree(data / "train", per_class=6, seed=1)
+    write_face_tree(data / "validation", per_class=3, seed=2)
+    out, backup = tmp_path / "models" / "resumed", tmp_path / "backup"
+    config = train.TrainConfig(arch="vgg_tiny", epochs=3, batch_size=8, patience=3, schedule="cosine")
+
+    class Interrupted(Exception):
+        pass
+
+    def stop_after_two_epochs(fraction, message):
+        if message.startswith("epoch 2/3 done"):
+            raise Interrupted  # the session ends, the machine goes away ...
+
+    try:
+        train.run(data, out, config, progress=stop_after_two_epochs, backup_dir=backup)
+    except Interrupted:
+        pass
+    assert any(backup.iterdir()) and not out.with_suffix(".keras").exists()
+    assert len(out.with_suffix(".history.csv").read_text().splitlines()) == 1 + 2
+
+    metadata = train.run(data, out, config, backup_dir=backup)  # ... and the same call carries on at epoch 3
+    logged = out.with_suffix(".history.csv").read_text().splitlines()
+    assert [line.split(",")[0] for line in logged[1:]] == ["0", "1", "2"]  # one row per epoch, none repeated
+    assert metadata["epochs_run"] == 3
+    assert not backup.exists()  # a finished run leaves no state to resume by mistake
+
+
+def test_an_online_teacher_scores_each_augmented_batch_as_the_student_sees_it(tmp_path, capsys):
+    from conftest import write_model_files
+    from fer.data import load_faces
+
+    data = tmp_path / "data"
+    write_face_tree(data / "train", per_class=8, seed=1)
+    write_face_tree(data / "validation", per_class=3, seed=2)
+    teacher_path = write_model_files(tmp_path / "teachers", "teacher", arch="vgg_tiny", make_current=False)
+    faces = load_faces(data / "train")
+    config = train.TrainConfig(arch="vgg_tiny", batch_size=8, teacher=str(teacher_path), teacher_weight=0.7,
+                               teacher_online=True, erasing=0.5)
+    teacher = train.online_teacher(config, faces.classes, 48)
+    dataset = train.make_dataset(faces.images, faces.labels, 4, config, training=True, teacher=teacher)
+    for images, targets in dataset:
+        soft = np.asarray(teacher(images, training=False))
+        rest = (np.asarray(targets) - 0.7 * soft) / 0.3  # what is left is the label of the face that was augmented
+        np.testing.assert_allclose(rest.max(axis=1), 1.0, atol=1e-4)
+        np.testing.assert_allclose(rest.sum(axis=1), 1.0, atol=1e-4)
+        assert np.isin(np.round(rest, 3), [0.0, 1.0]).all()
+
+    student = tmp_path / "models" / "student"
+    assert train.main(["--data", str(data), "--arch", "vgg_tiny", "--epochs", "1", "--batch-size", "8",
+                       "--teacher", str(teacher_path), "--online-teacher", "--precision", "mixed_bfloat16",
+                       "--out", str(student)]) == 0
+    recorded = json.loads(student.with_suffix(".json").read_text())["train_config"]
+    assert recorded["teacher_online"] is True and recorded["teacher"] == str(teacher_path)
+
+    assert train.main(["--data", str(data), "--online-teacher", "--out", str(tmp_path / "m")]) == 2
+    assert "--online-teacher needs --teacher" in capsys.readouterr().err
