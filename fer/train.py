@@ -270,6 +270,7 @@ def fit(train: FaceDataset, validation: FaceDataset, config: TrainConfig, out: P
         counts = np.bincount(train.labels, minlength=num_classes).astype(float)
         class_weight = {i: float(counts.sum() / (num_classes * max(c, 1))) for i, c in enumerate(counts)}
     callbacks = [
+        _epoch_timer(),  # before the CSV logger, which then records each epoch's seconds
         keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max", patience=config.patience, restore_best_weights=True),
         keras.callbacks.CSVLogger(str(out.with_suffix(".history.csv")), append=resuming),
     ]
@@ -315,6 +316,21 @@ def _dtype_policy(name: str):
         yield
     finally:
         keras.config.set_dtype_policy(previous)
+
+
+def _epoch_timer():
+    """A Keras callback that adds `epoch_seconds` (wall time of the epoch, validation included) to each epoch's logs."""
+    import keras
+
+    class EpochTimer(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.started = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            if logs is not None:
+                logs["epoch_seconds"] = time.perf_counter() - self.started
+
+    return EpochTimer()
 
 
 def _progress_callback(progress, epochs: int):
@@ -413,7 +429,8 @@ def run(data_root: str | Path, out: Path, config: TrainConfig = TrainConfig(), p
                          backup_dir=Path(backup_dir) if backup_dir is not None else None)
     if config.extra_classes:
         model = restrict_outputs(model, len(classes))
-    seconds = time.time() - started
+    # This call's time, or for a resumed run the epochs' time before and after the interruption.
+    seconds = max(time.time() - started, sum(history.get("epoch_seconds", [])))
     report(0.85, "calibrating and saving")
     return finish(model, config, preprocess, validation, out, data_summary, history, seconds, argv, extra=extra)
 

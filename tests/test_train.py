@@ -184,6 +184,10 @@ def test_an_interrupted_run_resumes_from_its_backup(tmp_path):
     logged = out.with_suffix(".history.csv").read_text().splitlines()
     assert [line.split(",")[0] for line in logged[1:]] == ["0", "1", "2"]  # one row per epoch, none repeated
     assert metadata["epochs_run"] == 3
+    import csv
+
+    epoch_seconds = [float(row["epoch_seconds"]) for row in csv.DictReader(logged)]
+    assert len(epoch_seconds) == 3 and metadata["training_seconds"] >= sum(epoch_seconds) - 0.1  # all epochs count
     assert not backup.exists()  # a finished run leaves no state to resume by mistake
 
 
