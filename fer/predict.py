@@ -33,7 +33,8 @@ PREDICT_CHUNK = 256  # faces per forward pass inside predict_faces
 class Predictor:
     """A loaded model with the preprocessing and inference settings from its JSON."""
 
-    def __init__(self, model, metadata: dict, path: str | Path | None = None):
+    def __init__(self, model, metadata: dict, path: str | Path | None = None, lite_forward=None):
+        """`lite_forward` (a fer.lite.LiteForward) serves instead of the LiteRT copy that `path`'s JSON names."""
         import tensorflow as tf  # deferred: see fer.registry.load_model
 
         self.model = model
@@ -53,12 +54,14 @@ class Predictor:
             reduce_retracing=True,
         )
         # Small batches (photos, webcam frames) go through the model's LiteRT copy when it has one: fer.lite.
-        self._lite = lite.load_for(self.path, metadata)
+        self._lite = lite_forward if lite_forward is not None else lite.load_for(self.path, metadata)
 
     @property
     def runtime(self) -> str:
         if self._lite is None:
             return "TensorFlow"
+        if self._lite.serves_every_batch:
+            return f"LiteRT int8 (XNNPACK, {self._lite.num_threads} threads), every batch"
         return f"LiteRT (XNNPACK, {self._lite.num_threads} threads) up to {lite.MAX_BATCH} images a call, TensorFlow above"
 
     @property
@@ -99,7 +102,11 @@ class Predictor:
         return 0.5 * (both[: len(batch)] + both[len(batch):])
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
-        """One forward pass: the LiteRT copy for a small batch when it is free, else TensorFlow (same results)."""
+        """One forward pass: the LiteRT copy for a small batch when it is free, else TensorFlow (same results).
+
+        An int8 copy serves every batch, waiting when busy: TensorFlow's float32 probabilities differ a little."""
+        if self._lite is not None and self._lite.serves_every_batch:
+            return self._lite.call(batch)
         if self._lite is not None and len(batch) <= lite.MAX_BATCH:
             probabilities = self._lite.try_call(batch)
             if probabilities is not None:

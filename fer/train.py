@@ -374,7 +374,7 @@ def plot_history(history: dict, path: Path) -> None:
 
 def run(data_root: str | Path, out: Path, config: TrainConfig = TrainConfig(), preprocess: PreprocessConfig | None = None,
         *, labels_path: str | Path | None = None, init_from: str | Path | None = None, progress=None,
-        argv: list[str] | None = None, backup_dir: str | Path | None = None) -> dict:
+        argv: list[str] | None = None, backup_dir: str | Path | None = None, int8: bool = False) -> dict:
     """Load `data_root`'s splits, apply corrections, train (from `init_from` if given) and write out.keras + out.json.
 
     Everything that can be checked is checked before training, so a corrupt corrections file or a missing parent
@@ -392,6 +392,8 @@ def run(data_root: str | Path, out: Path, config: TrainConfig = TrainConfig(), p
         config = dataclasses.replace(config, arch=parent.get("arch", config.arch))
         preprocess = preprocess or PreprocessConfig.from_dict(parent["preprocess"])
     preprocess = preprocess or PreprocessConfig()
+    # A model fine-tuned from one served through an int8 copy is served the same way: as fast, as close to float32.
+    int8 = int8 or (parent is not None and (parent.get("lite") or {}).get("weights") == "int8")
     if (corrections is not None or parent is not None) and out.with_suffix(".keras").exists():
         raise ModelError(f"{out.with_suffix('.keras')} already exists; choose a new --out so the model it would "
                          "replace stays available to the gate and to rollback.")
@@ -432,7 +434,8 @@ def run(data_root: str | Path, out: Path, config: TrainConfig = TrainConfig(), p
     # This call's time, or for a resumed run the epochs' time before and after the interruption.
     seconds = max(time.time() - started, sum(history.get("epoch_seconds", [])))
     report(0.85, "calibrating and saving")
-    return finish(model, config, preprocess, validation, out, data_summary, history, seconds, argv, extra=extra)
+    return finish(model, config, preprocess, validation, out, data_summary, history, seconds, argv, extra=extra,
+                  int8=int8)
 
 
 def version_name(arch: str, models_dir: Path) -> str:
@@ -517,6 +520,8 @@ def main(argv: list[str] | None = None) -> int:
                              "the saved model is float32 either way")
     parser.add_argument("--backup-dir", help="save the training state here after every epoch; if the run is "
                                              "interrupted, the same command with the same --backup-dir resumes it")
+    parser.add_argument("--int8", action="store_true",
+                        help="write the LiteRT copy with int8 weights (fer.lite --int8): it then serves every batch")
     parser.add_argument("--make-current", action="store_true", help="point models/current.json at the new model (no gate)")
     parser.add_argument("--labels", help="reviewers' corrections CSV (labels/corrections.csv) to apply to the training split")
     parser.add_argument("--init-from", help="start from this model: a .keras path, a stem, or `current`")
@@ -568,7 +573,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.gate and out.with_suffix(".keras").exists():
             raise ModelError(f"{out.with_suffix('.keras')} already exists; the gate needs a new --out.")
         metadata = run(args.data, out, config, preprocess, labels_path=args.labels, init_from=init_from, argv=argv,
-                       backup_dir=args.backup_dir)
+                       backup_dir=args.backup_dir, int8=args.int8)
         if args.make_current:
             move_pointer(out.with_suffix(".keras"), "use", out.parent, reason="fer.train --make-current")
             logger.info("models/current.json now points at %s", out.with_suffix(".keras").name)
@@ -593,8 +598,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def finish(model, config: TrainConfig, preprocess: PreprocessConfig, validation: FaceDataset, out: Path,
-           data_summary: dict, history: dict, seconds: float, argv: list[str] | None, extra: dict | None = None) -> dict:
-    """Calibrate on validation, score through the serving path, and write NAME.keras + NAME.json.
+           data_summary: dict, history: dict, seconds: float, argv: list[str] | None, extra: dict | None = None,
+           int8: bool = False) -> dict:
+    """Calibrate on validation, score through the serving path, and write NAME.keras + NAME.json, then the LiteRT
+    copy (int8 weights if `int8`), compared with TensorFlow on the validation faces.
 
     `extra` (parent model, corrections summary) is added to the JSON as top-level keys.
     """
@@ -630,7 +637,7 @@ def finish(model, config: TrainConfig, preprocess: PreprocessConfig, validation:
     save_weights_only_model(model, out.with_suffix(".keras"))
     write_json_atomic(out.with_suffix(".json"), metadata)
     try:
-        lite.export(out.with_suffix(".keras"), model)  # the runtime for small batches; records itself in the JSON
+        lite.export(out.with_suffix(".keras"), model, int8=int8, check=validation)  # records itself in the JSON
     except Exception as error:  # noqa: BLE001 - the model is complete without it: TensorFlow serves alone
         logger.warning("Could not write the LiteRT copy (%s); the model is served by TensorFlow alone. "
                        "Retry with `python -m fer.lite %s`.", error, out.with_suffix(".keras"))

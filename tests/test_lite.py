@@ -32,7 +32,7 @@ def faces() -> np.ndarray:
 
 def test_export_writes_the_copy_and_records_its_source(exported):
     metadata = json.loads(exported.with_suffix(".json").read_text())
-    assert metadata["lite"] == {"file": "small.tflite", "keras_sha256": lite.file_sha256(exported)}
+    assert metadata["lite"] == {"file": "small.tflite", "weights": "float32", "keras_sha256": lite.file_sha256(exported)}
     assert exported.with_suffix(".tflite").stat().st_size > 0
 
 
@@ -103,10 +103,13 @@ def test_a_missing_or_corrupt_copy_leaves_tensorflow_serving(exported, tmp_path,
     assert "TensorFlow only" in caplog.text
 
 
-@pytest.mark.parametrize("entry", [{"file": ""}, {"file": "../small.tflite"}, {"file": "sub/small.tflite"}, {"keras_sha256": "x"}, "small.tflite"])
+@pytest.mark.parametrize("entry", [{"file": ""}, {"file": "../small.tflite"}, {"file": "sub/small.tflite"}, {"keras_sha256": "x"},
+                                   "small.tflite", "weights"])
 def test_a_malformed_lite_entry_leaves_tensorflow_serving(exported, tmp_path, caplog, entry):
     path = _copy_model(exported, tmp_path / "models")
     metadata = json.loads(path.with_suffix(".json").read_text())
+    if entry == "weights":  # the right file and checksum, weights of a kind fer.lite does not write
+        entry = {**metadata["lite"], "weights": "int4"}
     metadata["lite"] = entry  # a hand-edited JSON
     path.with_suffix(".json").write_text(json.dumps(metadata))
     with caplog.at_level(logging.WARNING, logger="fer.lite"):
@@ -156,3 +159,80 @@ def test_a_tensorflow_without_tf_lite_leaves_tensorflow_serving(exported, monkey
     with caplog.at_level(logging.WARNING, logger="fer.lite"):
         assert load_predictor(exported).runtime == "TensorFlow"
     assert "TensorFlow only" in caplog.text
+
+
+INT8_TOLERANCE = 0.05  # int8 weights move a trained model's probabilities by about 0.001, at most 0.016 on validation
+
+
+@pytest.fixture(scope="module")
+def int8_model(tmp_path_factory):
+    """A trained model (the shipped vgg_tiny_reg, copied) with an int8 copy checked on faces drawn in code."""
+    from conftest import PROJECT_ROOT, write_face_tree
+    from fer.data import load_faces
+
+    folder = tmp_path_factory.mktemp("int8")
+    for path in (PROJECT_ROOT / "models").glob("vgg_tiny_reg.*"):
+        if path.suffix in (".keras", ".json"):
+            shutil.copy(path, folder / path.name)
+    check = load_faces(write_face_tree(folder / "faces", per_class=5, seed=3))
+    path = folder / "vgg_tiny_reg.keras"
+    lite.export(path, int8=True, check=check)
+    return path
+
+
+def test_an_int8_copy_serves_every_batch_close_to_tensorflow(int8_model, faces, monkeypatch):
+    entry = json.loads(int8_model.with_suffix(".json").read_text())["lite"]
+    assert entry["weights"] == "int8"
+    check = entry["check"]
+    assert check["faces"] == 20 and 0 <= check["mean_abs_difference"] <= check["max_abs_difference"] < INT8_TOLERANCE
+    assert sum(map(sum, check["lite_confusion"])) == 20 and 0 <= check["same_top_class"] <= 1
+
+    served = load_predictor(int8_model)
+    assert served.runtime.startswith("LiteRT int8")
+    monkeypatch.setenv("FER_LITE", "0")
+    plain = load_predictor(int8_model)
+    expected = plain.predict_faces(faces)
+    monkeypatch.setattr(served, "_forward", None)  # TensorFlow is never called, whatever the batch size
+    for count in (1, 5, 40):
+        probabilities = served.predict_faces(faces[:count])
+        np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=ROUNDING)
+        np.testing.assert_allclose(probabilities, expected[:count], rtol=0, atol=INT8_TOLERANCE)
+
+
+def test_an_int8_copy_scores_each_face_alone(int8_model, faces):
+    """Activations are quantized per face, so a face's probabilities do not depend on the faces batched with it
+    (and a batch above INT8_CHUNK images, split into several calls, gives the same numbers)."""
+    served = load_predictor(int8_model)
+    together = served.predict_faces(np.concatenate([faces] * 2))  # 80 faces: 160 images, three interpreter calls
+    alone = np.concatenate([served.predict_faces(face[None]) for face in faces])
+    np.testing.assert_allclose(together[:40], alone, rtol=0, atol=ROUNDING)
+    np.testing.assert_allclose(together[40:], alone, rtol=0, atol=ROUNDING)
+
+
+def test_concurrent_requests_to_an_int8_copy_wait_their_turn(int8_model, faces):
+    """The int8 copy's numbers are not TensorFlow's, so a request that finds it busy waits instead of using TF."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    served = load_predictor(int8_model)
+    counts = [1, 2, 3, 5, 1, 4, 2, 16, 40] * 3
+    expected = {count: served.predict_faces(faces[:count]) for count in set(counts)}
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(lambda count: (count, served.predict_faces(faces[:count])), counts))
+    for count, probabilities in results:
+        np.testing.assert_allclose(probabilities, expected[count], rtol=0, atol=ROUNDING)
+
+
+def test_cli_writes_an_int8_copy_and_reports_the_check(int8_model, tmp_path, capsys):
+    from conftest import write_face_tree
+
+    folder = tmp_path / "models"
+    folder.mkdir()
+    for path in int8_model.parent.glob("vgg_tiny_reg.*"):
+        shutil.copy(path, folder / path.name)
+    faces_dir = write_face_tree(tmp_path / "faces", per_class=2, seed=4)
+    assert lite.main(["--int8", "--check-data", str(faces_dir), str(folder / "vgg_tiny_reg.keras")]) == 0
+    out = capsys.readouterr().out
+    assert "int8 weights" in out and "on 8 faces" in out and "same top class" in out
+    assert lite.main([str(folder / "vgg_tiny_reg.keras")]) == 0  # back to float32: the check entry goes too
+    entry = json.loads((folder / "vgg_tiny_reg.json").read_text())["lite"]
+    assert entry["weights"] == "float32" and "check" not in entry
