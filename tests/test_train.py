@@ -220,3 +220,18 @@ def test_an_online_teacher_scores_each_augmented_batch_as_the_student_sees_it(tm
 
     assert train.main(["--data", str(data), "--online-teacher", "--out", str(tmp_path / "m")]) == 2
     assert "--online-teacher needs --teacher" in capsys.readouterr().err
+
+
+def test_int8_copy_is_checked_on_validation_and_inherited_by_a_fine_tune(tmp_path):
+    data = tmp_path / "data"
+    write_face_tree(data / "train", per_class=6, seed=1)
+    write_face_tree(data / "validation", per_class=3, seed=2)
+    parent, child = tmp_path / "models" / "parent", tmp_path / "models" / "child"
+    assert train.main(["--data", str(data), "--arch", "vgg_tiny", "--epochs", "1", "--batch-size", "8", "--int8",
+                       "--out", str(parent)]) == 0
+    entry = json.loads(parent.with_suffix(".json").read_text())["lite"]
+    assert entry["weights"] == "int8" and entry["check"]["faces"] == 12  # compared with TensorFlow on validation
+    assert load_predictor(parent.with_suffix(".keras")).runtime.startswith("LiteRT int8")
+    assert train.main(["--data", str(data), "--init-from", str(parent.with_suffix(".keras")), "--epochs", "1",
+                       "--batch-size", "8", "--out", str(child)]) == 0
+    assert json.loads(child.with_suffix(".json").read_text())["lite"]["weights"] == "int8"
