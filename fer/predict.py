@@ -53,7 +53,8 @@ class Predictor:
             input_signature=[tf.TensorSpec([None, size, size, 1], tf.float32)],
             reduce_retracing=True,
         )
-        # Small batches (photos, webcam frames) go through the model's LiteRT copy when it has one: fer.lite.
+        # The model's LiteRT copy, when it has one (fer.lite): a float32 copy takes small batches (photos, webcam
+        # frames), an int8 copy every batch.
         self._lite = lite_forward if lite_forward is not None else lite.load_for(self.path, metadata)
 
     @property
