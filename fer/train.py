@@ -34,7 +34,6 @@ command run again after an interruption resumes where it stopped.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import datetime
 import logging
@@ -183,7 +182,7 @@ def distillation_targets(train: FaceDataset, config: TrainConfig) -> np.ndarray:
 
 def online_teacher(config: TrainConfig, classes: tuple[str, ...], image_size: int):
     """The `config.teacher` network for online distillation, frozen, computing at the training precision."""
-    from fer.model import ARCHITECTURES, build_model
+    from fer.model import ARCHITECTURES
     from fer.registry import load_model
 
     if not 0.0 <= config.teacher_weight <= 1.0:
@@ -194,10 +193,7 @@ def online_teacher(config: TrainConfig, classes: tuple[str, ...], image_size: in
                          f"{metadata['image_size']}-pixel faces; the training set has {', '.join(classes)} "
                          f"at {image_size} pixels.")
     if config.precision != "float32" and metadata.get("arch") in ARCHITECTURES:
-        with _dtype_policy(config.precision):
-            fast = build_model(metadata["arch"], len(classes), image_size)
-        fast.set_weights(teacher.get_weights())
-        teacher = fast
+        teacher = _build(metadata["arch"], len(classes), image_size, config.precision, weights_from=teacher)
     teacher.trainable = False
     return teacher
 
@@ -239,7 +235,6 @@ def fit(train: FaceDataset, validation: FaceDataset, config: TrainConfig, out: P
     """
     import keras
 
-    from fer.model import build_model
     from fer.registry import load_model
 
     keras.utils.set_random_seed(config.seed)
@@ -248,11 +243,9 @@ def fit(train: FaceDataset, validation: FaceDataset, config: TrainConfig, out: P
         raise ValueError(f"Unknown precision {config.precision!r}; choose one of {PRECISIONS}.")
     if init_from is not None and config.precision == "float32":
         model, _ = load_model(init_from)
-    else:
-        with _dtype_policy(config.precision):
-            model = build_model(config.arch, num_classes, train.images.shape[1])
-        if init_from is not None:  # a saved model keeps its float32 layers: copy its weights into a mixed one
-            model.set_weights(load_model(init_from)[0].get_weights())
+    else:  # a saved model keeps its float32 layers: for mixed precision, its weights go into a mixed network
+        model = _build(config.arch, num_classes, train.images.shape[1], config.precision,
+                       weights_from=load_model(init_from)[0] if init_from is not None else None)
     if config.schedule not in SCHEDULES:
         raise ValueError(f"Unknown schedule {config.schedule!r}; choose one of {SCHEDULES}.")
     learning_rate = config.learning_rate
@@ -299,23 +292,26 @@ def fit(train: FaceDataset, validation: FaceDataset, config: TrainConfig, out: P
     else:
         history_dict = {key: [float(v) for v in values] for key, values in history.history.items()}
     if config.precision != "float32":  # serve float32: the same network with the trained weights
-        trained = model
-        model = build_model(config.arch, num_classes, train.images.shape[1])
-        model.set_weights(trained.get_weights())
+        model = _build(config.arch, num_classes, train.images.shape[1], "float32", weights_from=model)
     return model, history_dict
 
 
-@contextlib.contextmanager
-def _dtype_policy(name: str):
-    """Build layers under Keras' global dtype policy `name`, then put the previous policy back."""
+def _build(arch: str, num_classes: int, image_size: int, precision: str, weights_from=None):
+    """`build_model` under Keras' dtype policy `precision` (the global policy is put back after), with the weights
+    of `weights_from`, the same network at any precision, when given."""
     import keras
 
+    from fer.model import build_model
+
     previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(name)
+    keras.config.set_dtype_policy(precision)
     try:
-        yield
+        model = build_model(arch, num_classes, image_size)
     finally:
         keras.config.set_dtype_policy(previous)
+    if weights_from is not None:
+        model.set_weights(weights_from.get_weights())
+    return model
 
 
 def _epoch_timer():

@@ -138,17 +138,20 @@ def test_cli_writes_copies(exported, tmp_path, capsys):
     assert "error:" in capsys.readouterr().err
 
 
-def test_concurrent_requests_get_the_same_answers(exported, faces):
-    """The app serves several requests at once: one uses the interpreter, the others TensorFlow, none waits or mixes."""
+def _assert_concurrent_answers_match(served, faces, counts):
+    """`served` answers `faces[:count]` for each count from four threads at once exactly as it does alone."""
     from concurrent.futures import ThreadPoolExecutor
 
-    served = load_predictor(exported)
-    counts = [1, 2, 3, 5, 1, 4, 2, 16] * 4
     expected = {count: served.predict_faces(faces[:count]) for count in set(counts)}
     with ThreadPoolExecutor(max_workers=4) as pool:
         results = list(pool.map(lambda count: (count, served.predict_faces(faces[:count])), counts))
     for count, probabilities in results:
         np.testing.assert_allclose(probabilities, expected[count], rtol=0, atol=ROUNDING)
+
+
+def test_concurrent_requests_get_the_same_answers(exported, faces):
+    """The app serves several requests at once: one uses the interpreter, the others TensorFlow, none waits or mixes."""
+    _assert_concurrent_answers_match(load_predictor(exported), faces, [1, 2, 3, 5, 1, 4, 2, 16] * 4)
 
 
 def test_a_tensorflow_without_tf_lite_leaves_tensorflow_serving(exported, monkeypatch, caplog):
@@ -211,15 +214,7 @@ def test_an_int8_copy_scores_each_face_alone(int8_model, faces):
 
 def test_concurrent_requests_to_an_int8_copy_wait_their_turn(int8_model, faces):
     """The int8 copy's numbers are not TensorFlow's, so a request that finds it busy waits instead of using TF."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    served = load_predictor(int8_model)
-    counts = [1, 2, 3, 5, 1, 4, 2, 16, 40] * 3
-    expected = {count: served.predict_faces(faces[:count]) for count in set(counts)}
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        results = list(pool.map(lambda count: (count, served.predict_faces(faces[:count])), counts))
-    for count, probabilities in results:
-        np.testing.assert_allclose(probabilities, expected[count], rtol=0, atol=ROUNDING)
+    _assert_concurrent_answers_match(load_predictor(int8_model), faces, [1, 2, 3, 5, 1, 4, 2, 16, 40] * 3)
 
 
 def test_cli_writes_an_int8_copy_and_reports_the_check(int8_model, tmp_path, capsys):

@@ -13,10 +13,16 @@ from fer.predict import load_predictor
 from conftest import write_face_tree
 
 
-def test_one_epoch_run_writes_model_and_json(tmp_path):
+def _face_data(tmp_path, per_class: int):
+    """A data root with train/ (`per_class` faces a class) and validation/ (3 a class) drawn in code."""
     data = tmp_path / "data"
-    write_face_tree(data / "train", per_class=8, seed=1)
+    write_face_tree(data / "train", per_class=per_class, seed=1)
     write_face_tree(data / "validation", per_class=3, seed=2)
+    return data
+
+
+def test_one_epoch_run_writes_model_and_json(tmp_path):
+    data = _face_data(tmp_path, per_class=8)
     (data / "train" / "angry").mkdir()  # a class we do not use is ignored
     out = tmp_path / "models" / "tiny"
     status = train.main(["--data", str(data), "--arch", "seed_cnn", "--epochs", "1", "--batch-size", "8",
@@ -54,9 +60,7 @@ def test_unknown_arch_and_missing_data_fail_cleanly(tmp_path, capsys):
 
 
 def test_distillation_mixes_the_teachers_probabilities_into_the_targets(tmp_path):
-    data = tmp_path / "data"
-    write_face_tree(data / "train", per_class=8, seed=1)
-    write_face_tree(data / "validation", per_class=3, seed=2)
+    data = _face_data(tmp_path, per_class=8)
     teacher = tmp_path / "models" / "teacher"
     assert train.main(["--data", str(data), "--arch", "seed_cnn", "--epochs", "1", "--batch-size", "8",
                        "--out", str(teacher)]) == 0
@@ -92,9 +96,7 @@ def test_erasing_and_mixup_change_training_batches_only():
 
 
 def test_erasing_and_mixup_flags_reach_the_json(tmp_path, capsys):
-    data = tmp_path / "data"
-    write_face_tree(data / "train", per_class=8, seed=1)
-    write_face_tree(data / "validation", per_class=3, seed=2)
+    data = _face_data(tmp_path, per_class=8)
     out = tmp_path / "models" / "regularised"
     assert train.main(["--data", str(data), "--arch", "vgg_tiny", "--epochs", "1", "--batch-size", "8",
                        "--erasing", "0.5", "--mixup", "0.2", "--out", str(out)]) == 0
@@ -141,9 +143,7 @@ def test_extra_classes_train_seven_ways_and_save_the_served_four(tmp_path, capsy
 
 
 def test_mixed_precision_trains_in_bfloat16_and_saves_float32(tmp_path):
-    data = tmp_path / "data"
-    write_face_tree(data / "train", per_class=6, seed=1)
-    write_face_tree(data / "validation", per_class=3, seed=2)
+    data = _face_data(tmp_path, per_class=6)
     out = tmp_path / "models" / "bf16"
     assert train.main(["--data", str(data), "--arch", "vgg_tiny", "--epochs", "1", "--batch-size", "8",
                        "--precision", "mixed_bfloat16", "--out", str(out)]) == 0
@@ -160,9 +160,7 @@ def test_mixed_precision_trains_in_bfloat16_and_saves_float32(tmp_path):
 
 
 def test_an_interrupted_run_resumes_from_its_backup(tmp_path):
-    data = tmp_path / "data"
-    write_face_tree(data / "train", per_class=6, seed=1)
-    write_face_tree(data / "validation", per_class=3, seed=2)
+    data = _face_data(tmp_path, per_class=6)
     out, backup = tmp_path / "models" / "resumed", tmp_path / "backup"
     config = train.TrainConfig(arch="vgg_tiny", epochs=3, batch_size=8, patience=3, schedule="cosine")
 
@@ -195,9 +193,7 @@ def test_an_online_teacher_scores_each_augmented_batch_as_the_student_sees_it(tm
     from conftest import write_model_files
     from fer.data import load_faces
 
-    data = tmp_path / "data"
-    write_face_tree(data / "train", per_class=8, seed=1)
-    write_face_tree(data / "validation", per_class=3, seed=2)
+    data = _face_data(tmp_path, per_class=8)
     teacher_path = write_model_files(tmp_path / "teachers", "teacher", arch="vgg_tiny", make_current=False)
     faces = load_faces(data / "train")
     config = train.TrainConfig(arch="vgg_tiny", batch_size=8, teacher=str(teacher_path), teacher_weight=0.7,
@@ -223,9 +219,7 @@ def test_an_online_teacher_scores_each_augmented_batch_as_the_student_sees_it(tm
 
 
 def test_int8_copy_is_checked_on_validation_and_inherited_by_a_fine_tune(tmp_path):
-    data = tmp_path / "data"
-    write_face_tree(data / "train", per_class=6, seed=1)
-    write_face_tree(data / "validation", per_class=3, seed=2)
+    data = _face_data(tmp_path, per_class=6)
     parent, child = tmp_path / "models" / "parent", tmp_path / "models" / "child"
     assert train.main(["--data", str(data), "--arch", "vgg_tiny", "--epochs", "1", "--batch-size", "8", "--int8",
                        "--out", str(parent)]) == 0
