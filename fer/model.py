@@ -43,12 +43,16 @@ def _vgg_block(x, filters: int, dropout_rate: float):
     return layers.Dropout(dropout_rate)(x)
 
 
-def _vgg(inputs, num_classes: int, widths: tuple[int, int, int, int]):
-    """Four VGG blocks of the given widths, global average pooling, a 256-unit dense layer, softmax."""
+def _vgg(inputs, num_classes: int, widths: tuple[int, int, int, int], flatten: bool = False):
+    """Four VGG blocks of the given widths, a 256-unit dense layer, softmax.
+
+    Between them, global average pooling, or with `flatten` the whole 3x3 map (for 48x48 faces), so the dense layer
+    knows where on the face a feature fired (mouth corners low, brows high) at the cost of more dense weights.
+    """
     x = layers.Rescaling(1.0 / 255.0)(inputs)
     for filters, dropout_rate in zip(widths, (0.1, 0.2, 0.3, 0.4)):
         x = _vgg_block(x, filters, dropout_rate)
-    x = layers.GlobalAveragePooling2D()(x)
+    x = layers.Flatten()(x) if flatten else layers.GlobalAveragePooling2D()(x)
     x = layers.Dense(256, use_bias=False)(x)
     x = layers.BatchNormalization()(x)
     x = layers.Activation("relu")(x)
@@ -71,7 +75,18 @@ def _vgg_wide(inputs, num_classes: int):
     return _vgg(inputs, num_classes, (48, 96, 192, 384))
 
 
-ARCHITECTURES = {"seed_cnn": _seed_cnn, "vgg_small": _vgg_small, "vgg_tiny": _vgg_tiny, "vgg_wide": _vgg_wide}
+def _vgg_flat(inputs, num_classes: int):
+    """vgg_small with a flatten head: the dense layer reads the 3x3x256 map instead of its average."""
+    return _vgg(inputs, num_classes, (32, 64, 128, 256), flatten=True)
+
+
+ARCHITECTURES = {
+    "seed_cnn": _seed_cnn,
+    "vgg_small": _vgg_small,
+    "vgg_tiny": _vgg_tiny,
+    "vgg_wide": _vgg_wide,
+    "vgg_flat": _vgg_flat,
+}
 
 
 def build_model(arch: str = "seed_cnn", num_classes: int = 4, image_size: int = 48) -> keras.Model:
