@@ -106,6 +106,36 @@ def test_erasing_and_mixup_flags_reach_the_json(tmp_path, capsys):
     assert "--erasing" in capsys.readouterr().err
 
 
+def test_optimizers_apply_decoupled_weight_decay():
+    import keras
+    import pytest
+
+    for name, rate in (("sgd", 0.01), ("adamw", 1e-3)):
+        optimizer = train.make_optimizer(train.TrainConfig(optimizer=name, weight_decay=0.5), rate)
+        weight = keras.Variable(np.full((3,), 2.0, dtype=np.float32))
+        optimizer.apply_gradients([(keras.ops.zeros((3,)), weight)])  # no gradient: only the decay moves it
+        np.testing.assert_allclose(np.asarray(weight), 2.0 * (1 - rate * 0.5), rtol=1e-5)
+    assert isinstance(train.make_optimizer(train.TrainConfig(), 1e-3), keras.optimizers.Adam)
+    with pytest.raises(ValueError, match="adamw"):
+        train.make_optimizer(train.TrainConfig(optimizer="adam", weight_decay=0.1), 1e-3)
+    with pytest.raises(ValueError, match="Unknown optimizer"):
+        train.make_optimizer(train.TrainConfig(optimizer="rmsprop"), 1e-3)
+
+
+def test_optimizer_flags_reach_the_json_and_bad_ones_fail_cleanly(tmp_path, capsys):
+    data = _face_data(tmp_path, per_class=8)
+    out = tmp_path / "models" / "sgd"
+    assert train.main(["--data", str(data), "--arch", "vgg_tiny", "--epochs", "1", "--batch-size", "8",
+                       "--optimizer", "sgd", "--learning-rate", "0.01", "--weight-decay", "0.005",
+                       "--out", str(out)]) == 0
+    config = json.loads(out.with_suffix(".json").read_text())["train_config"]
+    assert config["optimizer"] == "sgd" and config["weight_decay"] == 0.005
+    assert train.main(["--data", str(data), "--weight-decay", "0.01", "--out", str(tmp_path / "m")]) == 2
+    assert "--optimizer adamw or sgd" in capsys.readouterr().err
+    assert train.main(["--data", str(data), "--optimizer", "sgd", "--weight-decay", "-1",
+                       "--out", str(tmp_path / "m")]) == 2
+
+
 def test_restrict_outputs_renormalises_the_kept_classes():
     from fer.model import build_model
 
