@@ -2,10 +2,13 @@
 
     python benchmarks/accuracy.py                                   # every model in models/, the table
     python benchmarks/accuracy.py --models seed_cnn vgg_small_cos --robustness --json runs/accuracy.json
+    python benchmarks/accuracy.py --models vgg_small_reg --views                    # more test-time views than the flip
 
 For each model: accuracy, macro-F1, per-class F1, parameters, and classifier speed (one face per call, and faces per
 second in batches of 64) measured here, in the same process, so the ratios between models hold on a busy machine.
-The inference ablation scores each model with and without flip averaging and calibration (ECE before/after).
+The inference ablation scores each model with and without flip averaging and calibration (ECE before/after);
+`--views` adds test-time views beyond the mirror image (small shifts, zooms or rotations, each view flip-averaged,
+their probabilities averaged).
 `--robustness` scores the same faces after perturbations that stand in for known failure modes (dim and harsh
 lighting, low contrast, blur, in-plane head tilt, a dark band over the eyes like sunglasses, a small or off-centre
 crop), each reported with its drop from the clean accuracy. Run by hand, not by CI; figures go to docs/model_card.md.
@@ -87,6 +90,25 @@ def _shift(face):
     return cv2.warpAffine(face, matrix, (size, size), borderMode=cv2.BORDER_REPLICATE)
 
 
+def _warp(dx: float = 0.0, dy: float = 0.0, degrees: float = 0.0, scale: float = 1.0):
+    """A test-time view: the face moved by (dx, dy) pixels, rotated and scaled about its centre, edges repeated."""
+    import cv2
+
+    def transform(face):
+        size = face.shape[0]
+        matrix = cv2.getRotationMatrix2D(((size - 1) / 2, (size - 1) / 2), degrees, scale)
+        matrix[:, 2] += (dx, dy)
+        return cv2.warpAffine(face, matrix, (size, size), borderMode=cv2.BORDER_REPLICATE)
+    return transform
+
+
+# Each entry: the views whose (flip-averaged) probabilities are averaged with the face's own.
+TEST_TIME_VIEWS = {
+    "flip + shifts ±2 px": [_warp(dx=2), _warp(dx=-2), _warp(dy=2), _warp(dy=-2)],
+    "flip + zoom ±10%": [_warp(scale=1.1), _warp(scale=0.9)],
+    "flip + rotations ±8°": [_warp(degrees=8), _warp(degrees=-8)],
+}
+
 PERTURBATIONS = {
     "dim light (gamma 2.0)": lambda faces: _gamma(faces, 2.0),
     "harsh light (gamma 0.5)": lambda faces: _gamma(faces, 0.5),
@@ -134,7 +156,7 @@ def score(probabilities: np.ndarray, labels: np.ndarray, classes) -> dict:
             "confusion": report["confusion"]}
 
 
-def measure(name: str, data: Path, robustness: bool) -> dict:
+def measure(name: str, data: Path, robustness: bool, views: bool = False) -> dict:
     from fer.evaluate import load_eval_faces
     from fer.predict import load_predictor
 
@@ -152,6 +174,14 @@ def measure(name: str, data: Path, robustness: bool) -> dict:
             "ece_raw": expected_calibration_error(raw, labels),
             "ece_calibrated": expected_calibration_error(calibrated, labels),
         }
+    if views:
+        flipped = raw_probabilities(predictor, faces, True)
+        for label, transforms in TEST_TIME_VIEWS.items():
+            raw = np.mean([flipped] + [raw_probabilities(predictor, _each(faces, t), True) for t in transforms], axis=0)
+            calibrated = apply_temperature(raw, temperature)
+            ablation[label] = {**score(calibrated, labels, predictor.classes),
+                               "ece_raw": expected_calibration_error(raw, labels),
+                               "ece_calibrated": expected_calibration_error(calibrated, labels)}
     shipped = ablation["flip" if predictor.flip_average else "no flip"]
     result.update(shipped=shipped, ablation=ablation, speed=speed(predictor, faces))
     if robustness:
@@ -203,6 +233,7 @@ def main(argv: list[str] | None = None) -> int:
                                                     "the first is the baseline for speed ratios")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder-per-class validation faces")
     parser.add_argument("--robustness", action="store_true", help="also score perturbed faces")
+    parser.add_argument("--views", action="store_true", help="also score test-time views beyond the flip")
     parser.add_argument("--json", type=Path, help="write every figure here")
     args = parser.parse_args(argv)
     if not args.data.is_dir():
@@ -211,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for name in names:
         print(f"measuring {name} ...", file=sys.stderr, flush=True)
-        results.append(measure(name, args.data, args.robustness))
+        results.append(measure(name, args.data, args.robustness, args.views))
     print_tables(results)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
