@@ -165,9 +165,9 @@ def measure(name: str, data: Path, robustness: bool, views: bool = False) -> dic
     temperature = predictor.temperature
     result = {"model": name, "arch": predictor.metadata.get("arch"), "parameters": int(predictor.model.count_params()),
               "flip_average": predictor.flip_average, "temperature": temperature, "n_images": int(len(faces))}
-    ablation = {}
+    ablation, raws = {}, {}
     for flip in (False, True):
-        raw = raw_probabilities(predictor, faces, flip)
+        raw = raws[flip] = raw_probabilities(predictor, faces, flip)
         calibrated = apply_temperature(raw, temperature)
         ablation["flip" if flip else "no flip"] = {
             **score(calibrated, labels, predictor.classes),
@@ -175,9 +175,8 @@ def measure(name: str, data: Path, robustness: bool, views: bool = False) -> dic
             "ece_calibrated": expected_calibration_error(calibrated, labels),
         }
     if views:
-        flipped = raw_probabilities(predictor, faces, True)
         for label, transforms in TEST_TIME_VIEWS.items():
-            raw = np.mean([flipped] + [raw_probabilities(predictor, _each(faces, t), True) for t in transforms], axis=0)
+            raw = np.mean([raws[True]] + [raw_probabilities(predictor, _each(faces, t), True) for t in transforms], axis=0)
             calibrated = apply_temperature(raw, temperature)
             ablation[label] = {**score(calibrated, labels, predictor.classes),
                                "ece_raw": expected_calibration_error(raw, labels),

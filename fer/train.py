@@ -536,8 +536,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="adam; adamw (Adam with --weight-decay); sgd (Nesterov momentum 0.9: use a "
                              "--learning-rate near 0.01)")
     parser.add_argument("--weight-decay", type=float, default=defaults.weight_decay,
-                        help="decoupled weight decay for adamw or sgd: each step shrinks weights by rate x decay (0.05 for adamw "
-                             "at 1e-3, 5e-3 for sgd at 0.01: about 5e-4 L2 with momentum; 0 = off)")
+                        help="decoupled weight decay for adamw or sgd: each step shrinks weights by rate x decay "
+                             "(0.05 for adamw at 1e-3; 5e-3 for sgd at 0.01, about 5e-4 L2 with momentum; 0 = off)")
     parser.add_argument("--precision", choices=PRECISIONS, default=defaults.precision,
                         help="mixed_bfloat16 trains 1.3-1.7x faster on CPUs with AMX or AVX512-BF16; "
                              "the saved model is float32 either way")

@@ -6,6 +6,7 @@ import zipfile
 
 import h5py
 import numpy as np
+import pytest
 
 from fer import train
 from fer.config import CLASS_NAMES
@@ -108,7 +109,6 @@ def test_erasing_and_mixup_flags_reach_the_json(tmp_path, capsys):
 
 def test_optimizers_apply_decoupled_weight_decay():
     import keras
-    import pytest
 
     for name, rate in (("sgd", 0.01), ("adamw", 1e-3)):
         optimizer = train.make_optimizer(train.TrainConfig(optimizer=name, weight_decay=0.5), rate)
