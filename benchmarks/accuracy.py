@@ -47,12 +47,15 @@ def _each(faces: np.ndarray, transform) -> np.ndarray:
     return np.stack([transform(face) for face in faces])
 
 
-def _rotate(degrees: float):
+def _warp(dx: float = 0.0, dy: float = 0.0, degrees: float = 0.0, scale: float = 1.0):
+    """The face moved by (dx, dy) pixels, rotated and scaled about its centre, edges repeated: a head tilt, or a
+    test-time view."""
     import cv2
 
     def transform(face):
         size = face.shape[0]
-        matrix = cv2.getRotationMatrix2D((size / 2, size / 2), degrees, 1.0)
+        matrix = cv2.getRotationMatrix2D((size / 2, size / 2), degrees, scale)
+        matrix[:, 2] += (dx, dy)
         return cv2.warpAffine(face, matrix, (size, size), borderMode=cv2.BORDER_REPLICATE)
     return transform
 
@@ -90,18 +93,6 @@ def _shift(face):
     return cv2.warpAffine(face, matrix, (size, size), borderMode=cv2.BORDER_REPLICATE)
 
 
-def _warp(dx: float = 0.0, dy: float = 0.0, degrees: float = 0.0, scale: float = 1.0):
-    """A test-time view: the face moved by (dx, dy) pixels, rotated and scaled about its centre, edges repeated."""
-    import cv2
-
-    def transform(face):
-        size = face.shape[0]
-        matrix = cv2.getRotationMatrix2D(((size - 1) / 2, (size - 1) / 2), degrees, scale)
-        matrix[:, 2] += (dx, dy)
-        return cv2.warpAffine(face, matrix, (size, size), borderMode=cv2.BORDER_REPLICATE)
-    return transform
-
-
 # Each entry: the views whose (flip-averaged) probabilities are averaged with the face's own.
 TEST_TIME_VIEWS = {
     "flip + shifts ±2 px": [_warp(dx=2), _warp(dx=-2), _warp(dy=2), _warp(dy=-2)],
@@ -114,8 +105,8 @@ PERTURBATIONS = {
     "harsh light (gamma 0.5)": lambda faces: _gamma(faces, 0.5),
     "low contrast (x0.4)": lambda faces: _contrast(faces, 0.4),
     "blur (sigma 1.5)": lambda faces: _each(faces, _blur),
-    "head tilt 15°": lambda faces: _each(faces, _rotate(15)),
-    "head tilt 30°": lambda faces: _each(faces, _rotate(30)),
+    "head tilt 15°": lambda faces: _each(faces, _warp(degrees=15)),
+    "head tilt 30°": lambda faces: _each(faces, _warp(degrees=30)),
     "dark band over the eyes": lambda faces: _each(faces, _sunglasses),
     "looser crop (face at 75%)": lambda faces: _each(faces, _zoom_out),
     "off-centre crop (15%)": lambda faces: _each(faces, _shift),
@@ -156,6 +147,13 @@ def score(probabilities: np.ndarray, labels: np.ndarray, classes) -> dict:
             "confusion": report["confusion"]}
 
 
+def _ablation_entry(raw: np.ndarray, labels: np.ndarray, temperature: float, classes) -> dict:
+    """Scores of the calibrated `raw` probabilities, with the ECE before and after calibration."""
+    calibrated = apply_temperature(raw, temperature)
+    return {**score(calibrated, labels, classes), "ece_raw": expected_calibration_error(raw, labels),
+            "ece_calibrated": expected_calibration_error(calibrated, labels)}
+
+
 def measure(name: str, data: Path, robustness: bool, views: bool = False) -> dict:
     from fer.evaluate import load_eval_faces
     from fer.predict import load_predictor
@@ -168,19 +166,11 @@ def measure(name: str, data: Path, robustness: bool, views: bool = False) -> dic
     ablation, raws = {}, {}
     for flip in (False, True):
         raw = raws[flip] = raw_probabilities(predictor, faces, flip)
-        calibrated = apply_temperature(raw, temperature)
-        ablation["flip" if flip else "no flip"] = {
-            **score(calibrated, labels, predictor.classes),
-            "ece_raw": expected_calibration_error(raw, labels),
-            "ece_calibrated": expected_calibration_error(calibrated, labels),
-        }
+        ablation["flip" if flip else "no flip"] = _ablation_entry(raw, labels, temperature, predictor.classes)
     if views:
         for label, transforms in TEST_TIME_VIEWS.items():
             raw = np.mean([raws[True]] + [raw_probabilities(predictor, _each(faces, t), True) for t in transforms], axis=0)
-            calibrated = apply_temperature(raw, temperature)
-            ablation[label] = {**score(calibrated, labels, predictor.classes),
-                               "ece_raw": expected_calibration_error(raw, labels),
-                               "ece_calibrated": expected_calibration_error(calibrated, labels)}
+            ablation[label] = _ablation_entry(raw, labels, temperature, predictor.classes)
     shipped = ablation["flip" if predictor.flip_average else "no flip"]
     result.update(shipped=shipped, ablation=ablation, speed=speed(predictor, faces))
     if robustness:
