@@ -43,8 +43,8 @@ def _vgg_block(x, filters: int, dropout_rate: float):
     return layers.Dropout(dropout_rate)(x)
 
 
-def _vgg(inputs, num_classes: int, widths: tuple[int, int, int, int], flatten: bool = False):
-    """Four VGG blocks of the given widths, a 256-unit dense layer, softmax.
+def _vgg(inputs, num_classes: int, widths: tuple[int, int, int, int], flatten: bool = False, dense: int = 256):
+    """Four VGG blocks of the given widths, a `dense`-unit dense layer, softmax.
 
     Between them, global average pooling, or with `flatten` the whole 3x3 map (for 48x48 faces), so the dense layer
     knows where on the face a feature fired (mouth corners low, brows high) at the cost of more dense weights.
@@ -53,7 +53,7 @@ def _vgg(inputs, num_classes: int, widths: tuple[int, int, int, int], flatten: b
     for filters, dropout_rate in zip(widths, (0.1, 0.2, 0.3, 0.4)):
         x = _vgg_block(x, filters, dropout_rate)
     x = layers.Flatten()(x) if flatten else layers.GlobalAveragePooling2D()(x)
-    x = layers.Dense(256, use_bias=False)(x)
+    x = layers.Dense(dense, use_bias=False)(x)
     x = layers.BatchNormalization()(x)
     x = layers.Activation("relu")(x)
     x = layers.Dropout(0.5)(x)
@@ -80,12 +80,19 @@ def _vgg_flat(inputs, num_classes: int):
     return _vgg(inputs, num_classes, (32, 64, 128, 256), flatten=True)
 
 
+def _vgg_base(inputs, num_classes: int):
+    """The reference's size: 64-512 filters, a flatten head and a 512-unit dense layer (about 7M parameters, 4 times
+    vgg_small's compute), to train as a teacher or to see what full size buys."""
+    return _vgg(inputs, num_classes, (64, 128, 256, 512), flatten=True, dense=512)
+
+
 ARCHITECTURES = {
     "seed_cnn": _seed_cnn,
     "vgg_small": _vgg_small,
     "vgg_tiny": _vgg_tiny,
     "vgg_wide": _vgg_wide,
     "vgg_flat": _vgg_flat,
+    "vgg_base": _vgg_base,
 }
 
 

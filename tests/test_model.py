@@ -45,3 +45,15 @@ def test_seed_cnn_matches_the_study():
 def test_unknown_architecture_is_rejected():
     with pytest.raises(ValueError, match="Unknown architecture"):
         build_model("resnet9000")
+
+
+def test_vgg_base_is_the_reference_size():
+    """The reference network's size: eight 3x3 convs of 64-512 filters, a flatten head, about 7M parameters."""
+    from keras import layers
+
+    model = build_model("vgg_base")
+    convs = [layer for layer in model.layers if isinstance(layer, layers.Conv2D)]
+    assert [layer.filters for layer in convs] == [64, 64, 128, 128, 256, 256, 512, 512]
+    assert all(layer.kernel_size == (3, 3) for layer in convs)
+    assert any(isinstance(layer, layers.Flatten) for layer in model.layers)
+    assert 6.5e6 < model.count_params() < 7.5e6
