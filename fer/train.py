@@ -76,8 +76,9 @@ class TrainConfig:
     class_weighting: bool = False  # weight the loss by inverse class frequency
     seed: int = 1337
     schedule: str = "plateau"  # "plateau": halve the rate when validation loss stalls; "cosine": decay to 0 over the epochs
-    teacher: str | None = None  # a .keras model to distil: its probabilities become part of each training target
-    teacher_weight: float = 0.7  # target = weight * teacher's probabilities + (1 - weight) * the one-hot label
+    # .keras models to distil: their probabilities (averaged, if several: an ensemble) become part of each target
+    teacher: tuple[str, ...] = ()
+    teacher_weight: float = 0.7  # target = weight * teachers' probabilities + (1 - weight) * the one-hot label
     erasing: float = 0.0  # share of training faces that get a random rectangle replaced by noise (random erasing)
     mixup: float = 0.0  # MixUp's alpha: blend pairs of faces and their targets (0 = off)
     # More class folders to train on beside the served classes (e.g. FER2013's angry, fear, disgust). The network
@@ -92,6 +93,10 @@ class TrainConfig:
     # "adam"; "adamw" (Adam with decoupled weight decay); "sgd" (momentum 0.9, Nesterov): give it a rate near 0.01
     optimizer: str = "adam"
     weight_decay: float = 0.0  # decoupled: each step shrinks every weight by learning rate x weight_decay x weight
+
+    def __post_init__(self):
+        if isinstance(self.teacher, (str, os.PathLike)):  # one teacher given as a path
+            object.__setattr__(self, "teacher", (str(self.teacher),))
 
 
 SCHEDULES = ("plateau", "cosine")
@@ -182,39 +187,54 @@ def fine_tune_config(parent: dict, **overrides) -> TrainConfig:
 
 
 def distillation_targets(train: FaceDataset, config: TrainConfig) -> np.ndarray:
-    """(N, C) soft targets: the teacher's served probabilities (flip averaging and temperature as it ships) on each
-    training face, mixed with its one-hot label by `config.teacher_weight`.
+    """(N, C) soft targets: the teachers' served probabilities (flip averaging and temperature as each ships),
+    averaged over the teachers, on each training face, mixed with its one-hot label by `config.teacher_weight`.
 
     The teacher sees each face once, un-augmented; the student then trains on augmented copies against that target
     (flips, small shifts and rotations do not change an expression).
     """
     from fer.predict import load_predictor
 
-    teacher = load_predictor(config.teacher)
-    if tuple(teacher.classes) != tuple(train.classes):
-        raise ModelError(f"The teacher {config.teacher} predicts {', '.join(teacher.classes)}; the training set's "
-                         f"classes are {', '.join(train.classes)}.")
     if not 0.0 <= config.teacher_weight <= 1.0:
         raise ValueError(f"teacher_weight must be between 0 and 1; got {config.teacher_weight}.")
-    soft = teacher.predict_faces(train.images)
+    soft = np.zeros((len(train), len(train.classes)), dtype=np.float32)
+    for path in config.teacher:
+        teacher = load_predictor(path)
+        if tuple(teacher.classes) != tuple(train.classes):
+            raise ModelError(f"The teacher {path} predicts {', '.join(teacher.classes)}; the training set's "
+                             f"classes are {', '.join(train.classes)}.")
+        soft += teacher.predict_faces(train.images) / len(config.teacher)
     one_hot = np.eye(len(train.classes), dtype=np.float32)[train.labels]
     return config.teacher_weight * soft + (1.0 - config.teacher_weight) * one_hot
 
 
 def online_teacher(config: TrainConfig, classes: tuple[str, ...], image_size: int):
-    """The `config.teacher` network for online distillation, frozen, computing at the training precision."""
+    """The `config.teacher` networks for online distillation as one frozen network that averages their
+    probabilities, computing at the training precision."""
+    import keras
+    from keras import layers
+
     from fer.model import ARCHITECTURES
     from fer.registry import load_model
 
     if not 0.0 <= config.teacher_weight <= 1.0:
         raise ValueError(f"teacher_weight must be between 0 and 1; got {config.teacher_weight}.")
-    teacher, metadata = load_model(config.teacher)
-    if tuple(metadata["classes"]) != tuple(classes) or int(metadata["image_size"]) != image_size:
-        raise ModelError(f"The teacher {config.teacher} predicts {', '.join(metadata['classes'])} from "
-                         f"{metadata['image_size']}-pixel faces; the training set has {', '.join(classes)} "
-                         f"at {image_size} pixels.")
-    if config.precision != "float32" and metadata.get("arch") in ARCHITECTURES:
-        teacher = _build(metadata["arch"], len(classes), image_size, config.precision, weights_from=teacher)
+    networks = []
+    for path in config.teacher:
+        network, metadata = load_model(path)
+        if tuple(metadata["classes"]) != tuple(classes) or int(metadata["image_size"]) != image_size:
+            raise ModelError(f"The teacher {path} predicts {', '.join(metadata['classes'])} from "
+                             f"{metadata['image_size']}-pixel faces; the training set has {', '.join(classes)} "
+                             f"at {image_size} pixels.")
+        if config.precision != "float32" and metadata.get("arch") in ARCHITECTURES:
+            network = _build(metadata["arch"], len(classes), image_size, config.precision, weights_from=network)
+        networks.append(network)
+    if len(networks) == 1:
+        teacher = networks[0]
+    else:
+        inputs = keras.Input(shape=(image_size, image_size, 1))
+        teacher = keras.Model(inputs, layers.Average(dtype="float32")([net(inputs) for net in networks]),
+                              name="ensemble_teacher")
     teacher.trainable = False
     return teacher
 
@@ -515,7 +535,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-flip-average", dest="flip_average", action="store_false")
     parser.add_argument("--class-weighting", action="store_true")
     parser.add_argument("--seed", type=int, default=defaults.seed)
-    parser.add_argument("--teacher", help="a trained .keras model to distil into --arch (its probabilities join the targets)")
+    parser.add_argument("--teacher", nargs="+", default=[], metavar="MODEL",
+                        help="trained .keras models to distil into --arch: their probabilities (averaged over "
+                             "several: an ensemble) join the targets")
     parser.add_argument("--teacher-weight", type=float, default=defaults.teacher_weight,
                         help="share of the teacher's probabilities in each target; the rest is the one-hot label")
     parser.add_argument("--online-teacher", action="store_true",
@@ -579,7 +601,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     config = TrainConfig(args.arch, epochs, args.batch_size, learning_rate, args.patience,
                          args.label_smoothing, args.augment, args.flip_average, args.class_weighting, args.seed,
-                         args.schedule, args.teacher, args.teacher_weight, args.erasing, args.mixup,
+                         args.schedule, tuple(args.teacher), args.teacher_weight, args.erasing, args.mixup,
                          tuple(name.lower() for name in args.extra_classes), args.precision, args.online_teacher,
                          args.optimizer, args.weight_decay)
     if not 0.0 <= config.erasing <= 1.0 or config.mixup < 0:

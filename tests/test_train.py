@@ -68,18 +68,30 @@ def test_distillation_mixes_the_teachers_probabilities_into_the_targets(tmp_path
 
     from fer.data import load_faces
 
+    from conftest import write_model_files
+
     faces = load_faces(data / "train")
     config = train.TrainConfig(arch="vgg_tiny", teacher=str(teacher.with_suffix(".keras")), teacher_weight=0.7)
+    assert config.teacher == (str(teacher.with_suffix(".keras")),)  # one path is one teacher
     targets = train.distillation_targets(faces, config)
     soft = load_predictor(teacher.with_suffix(".keras")).predict_faces(faces.images)
     np.testing.assert_allclose(targets, 0.7 * soft + 0.3 * np.eye(4)[faces.labels], atol=1e-6)
     np.testing.assert_allclose(targets.sum(axis=1), 1.0, atol=1e-5)
 
+    # Several teachers: an ensemble, whose served probabilities are averaged before they are mixed with the label.
+    second = write_model_files(tmp_path / "teachers", "second", arch="vgg_tiny", make_current=False)
+    both = train.distillation_targets(faces, train.TrainConfig(teacher=(str(teacher.with_suffix(".keras")),
+                                                                        str(second)), teacher_weight=0.7))
+    mean = (soft + load_predictor(second).predict_faces(faces.images)) / 2
+    np.testing.assert_allclose(both, 0.7 * mean + 0.3 * np.eye(4)[faces.labels], atol=1e-6)
+    assert not np.allclose(both, targets, atol=1e-3)  # the second teacher counts
+
     student = tmp_path / "models" / "student"
     assert train.main(["--data", str(data), "--arch", "vgg_tiny", "--epochs", "1", "--batch-size", "8",
-                       "--teacher", str(teacher.with_suffix(".keras")), "--out", str(student)]) == 0
+                       "--teacher", str(teacher.with_suffix(".keras")), str(second), "--out", str(student)]) == 0
     recorded = json.loads(student.with_suffix(".json").read_text())["train_config"]
-    assert recorded["teacher"] == str(teacher.with_suffix(".keras")) and recorded["teacher_weight"] == 0.7
+    assert recorded["teacher"] == [str(teacher.with_suffix(".keras")), str(second)]
+    assert recorded["teacher_weight"] == 0.7
 
 
 def test_erasing_and_mixup_change_training_batches_only():
@@ -242,7 +254,18 @@ def test_an_online_teacher_scores_each_augmented_batch_as_the_student_sees_it(tm
                        "--teacher", str(teacher_path), "--online-teacher", "--precision", "mixed_bfloat16",
                        "--out", str(student)]) == 0
     recorded = json.loads(student.with_suffix(".json").read_text())["train_config"]
-    assert recorded["teacher_online"] is True and recorded["teacher"] == str(teacher_path)
+    assert recorded["teacher_online"] is True and recorded["teacher"] == [str(teacher_path)]
+
+    # Two online teachers are one frozen network that averages their probabilities, at the training precision.
+    second_path = write_model_files(tmp_path / "teachers", "second", arch="vgg_small", make_current=False)
+    pair = train.online_teacher(train.TrainConfig(teacher=(str(teacher_path), str(second_path)), teacher_online=True),
+                                faces.classes, 48)
+    singles = [train.online_teacher(train.TrainConfig(teacher=path, teacher_online=True), faces.classes, 48)
+               for path in (teacher_path, second_path)]
+    images = faces.images[:8, :, :, None].astype("float32")
+    expected = np.mean([np.asarray(net(images, training=False)) for net in singles], axis=0)
+    np.testing.assert_allclose(np.asarray(pair(images, training=False)), expected, atol=1e-5)
+    assert not pair.trainable
 
     assert train.main(["--data", str(data), "--online-teacher", "--out", str(tmp_path / "m")]) == 2
     assert "--online-teacher needs --teacher" in capsys.readouterr().err
