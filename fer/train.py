@@ -29,6 +29,9 @@ predicts the served classes only, renormalised over them; `--init-from` that mod
 Long runs: `--precision mixed_bfloat16` computes in bfloat16 (1.3-1.7x faster where the CPU has AMX or AVX512-BF16;
 the saved model is float32), and `--backup-dir DIR` saves the training state after every epoch, so that the same
 command run again after an interruption resumes where it stopped.
+
+Distillation: `--teacher A.keras [B.keras ...]` mixes the teachers' averaged probabilities into each training target
+(`--teacher-weight`), scored once per face before training, or on every augmented batch with `--online-teacher`.
 """
 
 from __future__ import annotations
