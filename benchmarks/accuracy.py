@@ -3,12 +3,14 @@
     python benchmarks/accuracy.py                                   # every model in models/, the table
     python benchmarks/accuracy.py --models seed_cnn vgg_small_cos --robustness --json runs/accuracy.json
     python benchmarks/accuracy.py --models vgg_small_reg --views                    # more test-time views than the flip
+    python benchmarks/accuracy.py --ensemble vgg_small_reg runs/wide/vgg_wide.keras  # averaged served probabilities
 
 For each model: accuracy, macro-F1, per-class F1, parameters, and classifier speed (one face per call, and faces per
 second in batches of 64) measured here, in the same process, so the ratios between models hold on a busy machine.
 The inference ablation scores each model with and without flip averaging and calibration (ECE before/after);
 `--views` adds test-time views beyond the mirror image (small shifts, zooms or rotations, each view flip-averaged,
-their probabilities averaged).
+their probabilities averaged). `--ensemble A B ...` (repeatable) scores the average of several models' served
+probabilities (each with its own flip averaging and temperature); its compute is the sum of theirs.
 `--robustness` scores the same faces after perturbations that stand in for known failure modes (dim and harsh
 lighting, low contrast, blur, in-plane head tilt, a dark band over the eyes like sunglasses, a small or off-centre
 crop), each reported with its drop from the clean accuracy. Run by hand, not by CI; figures go to docs/model_card.md.
@@ -29,6 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from fer.config import models_dir  # noqa: E402
+from fer.errors import FerError  # noqa: E402
 from fer.metrics import apply_temperature, classification_report, expected_calibration_error  # noqa: E402
 
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "fer2013" / "validation"
@@ -156,9 +159,10 @@ def _ablation_entry(raw: np.ndarray, labels: np.ndarray, temperature: float, cla
 
 def measure(name: str, data: Path, robustness: bool, views: bool = False) -> dict:
     from fer.evaluate import load_eval_faces
+    from fer.models import resolve_model
     from fer.predict import load_predictor
 
-    predictor = load_predictor(models_dir() / f"{name}.keras")
+    predictor = load_predictor(resolve_model(name))
     faces, labels, _ = load_eval_faces(predictor, data)
     temperature = predictor.temperature
     result = {"model": name, "arch": predictor.metadata.get("arch"), "parameters": int(predictor.model.count_params()),
@@ -183,6 +187,38 @@ def measure(name: str, data: Path, robustness: bool, views: bool = False) -> dic
                                            "sad_f1": scores["f1"]["sad"], "neutral_f1": scores["f1"]["neutral"],
                                            "drop": shipped["accuracy"] - scores["accuracy"]}
     return result
+
+
+def measure_ensemble(names: list[str], data: Path) -> dict:
+    """The average of the named models' served probabilities on the validation faces, scored."""
+    from fer.evaluate import load_eval_faces
+    from fer.models import resolve_model
+    from fer.predict import load_predictor
+
+    predictors = [load_predictor(resolve_model(name)) for name in names]
+    first = predictors[0]
+    for name, other in zip(names[1:], predictors[1:]):
+        if tuple(other.classes) != tuple(first.classes) or other.image_size != first.image_size:
+            raise FerError(f"{name} predicts {', '.join(other.classes)} from {other.image_size}-pixel faces; "
+                           f"{names[0]} predicts {', '.join(first.classes)} from {first.image_size}: "
+                           "an ensemble needs the same classes and face size.")
+    faces, labels, _ = load_eval_faces(first, data)
+    probabilities = np.mean([predictor.predict_faces(faces) for predictor in predictors], axis=0)
+    return {"members": list(names), "n_images": int(len(faces)),
+            "shipped": {**score(probabilities, labels, first.classes),
+                        "ece": expected_calibration_error(probabilities, labels)},
+            "parameters": int(sum(predictor.model.count_params() for predictor in predictors))}
+
+
+def print_ensembles(ensembles: list[dict]) -> None:
+    classes = list(ensembles[0]["shipped"]["f1"])
+    print("\n| ensemble (served probabilities averaged) | accuracy | macro-F1 | "
+          + " | ".join(f"{c} F1" for c in classes) + " | ECE | parameters |")
+    print("|---" * (5 + len(classes)) + "|")
+    for e in ensembles:
+        s = e["shipped"]
+        print(f"| {' + '.join(e['members'])} | {s['accuracy']:.4f} | {s['macro_f1']:.4f} | "
+              + " | ".join(f"{s['f1'][c]:.3f}" for c in classes) + f" | {s['ece']:.4f} | {e['parameters']:,} |")
 
 
 def print_tables(results: list[dict]) -> None:
@@ -218,8 +254,10 @@ def print_tables(results: list[dict]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python benchmarks/accuracy.py", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--models", nargs="+", help="model names in models/ (default: all with a .keras file); "
-                                                    "the first is the baseline for speed ratios")
+    parser.add_argument("--models", nargs="+", help="model names in models/ or .keras paths (default: every model "
+                                                    "in models/, unless --ensemble); the first is the speed baseline")
+    parser.add_argument("--ensemble", nargs="+", action="append", default=[], metavar="MODEL",
+                        help="score these models' averaged served probabilities; repeat for several ensembles")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder-per-class validation faces")
     parser.add_argument("--robustness", action="store_true", help="also score perturbed faces")
     parser.add_argument("--views", action="store_true", help="also score test-time views beyond the flip")
@@ -227,15 +265,29 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not args.data.is_dir():
         parser.error(f"no validation faces at {args.data}; pass --data")
-    names = args.models or sorted(path.stem for path in models_dir().glob("*.keras"))
-    results = []
-    for name in names:
-        print(f"measuring {name} ...", file=sys.stderr, flush=True)
-        results.append(measure(name, args.data, args.robustness, args.views))
-    print_tables(results)
+    names = args.models or ([] if args.ensemble else sorted(path.stem for path in models_dir().glob("*.keras")))
+    from fer.models import resolve_model
+
+    results, ensembles = [], []
+    try:
+        for name in names + [member for members in args.ensemble for member in members]:
+            resolve_model(name)  # a typo stops the run before minutes of measuring, not after
+        for name in names:
+            print(f"measuring {name} ...", file=sys.stderr, flush=True)
+            results.append(measure(name, args.data, args.robustness, args.views))
+        for members in args.ensemble:
+            print(f"measuring the ensemble {' + '.join(members)} ...", file=sys.stderr, flush=True)
+            ensembles.append(measure_ensemble(members, args.data))
+    except FerError as error:
+        print("error: " + " ".join(str(error).split()), file=sys.stderr)
+        return 2
+    if results:
+        print_tables(results)
+    if ensembles:
+        print_ensembles(ensembles)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=2))
+        args.json.write_text(json.dumps(results + ensembles, indent=2))
     return 0
 
 
