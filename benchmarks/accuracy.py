@@ -253,6 +253,8 @@ def print_tables(results: list[dict]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from fer.models import resolve_model
+
     parser = argparse.ArgumentParser(prog="python benchmarks/accuracy.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", nargs="+", help="model names in models/ or .keras paths (default: every model "
                                                     "in models/, unless --ensemble); the first is the speed baseline")
@@ -266,8 +268,6 @@ def main(argv: list[str] | None = None) -> int:
     if not args.data.is_dir():
         parser.error(f"no validation faces at {args.data}; pass --data")
     names = args.models or ([] if args.ensemble else sorted(path.stem for path in models_dir().glob("*.keras")))
-    from fer.models import resolve_model
-
     results, ensembles = [], []
     try:
         for name in names + [member for members in args.ensemble for member in members]:
