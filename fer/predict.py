@@ -62,7 +62,7 @@ class Predictor:
         if self._lite is None:
             return "TensorFlow"
         if self._lite.serves_every_batch:
-            return f"LiteRT int8 (XNNPACK, {self._lite.num_threads} threads), every batch"
+            return f"LiteRT {self._lite.weights} (XNNPACK, {self._lite.num_threads} threads), every batch"
         return f"LiteRT (XNNPACK, {self._lite.num_threads} threads) up to {lite.MAX_BATCH} images a call, TensorFlow above"
 
     @property

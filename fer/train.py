@@ -432,8 +432,10 @@ def run(data_root: str | Path, out: Path, config: TrainConfig = TrainConfig(), p
         config = dataclasses.replace(config, arch=parent.get("arch", config.arch))
         preprocess = preprocess or PreprocessConfig.from_dict(parent["preprocess"])
     preprocess = preprocess or PreprocessConfig()
-    # A model fine-tuned from one served through an int8 copy is served the same way: as fast, as close to float32.
-    int8 = int8 or (parent is not None and (parent.get("lite") or {}).get("weights") == "int8")
+    # A model fine-tuned from one served through an int8 copy is served the same way: as fast, as close to float32
+    # (a static-range copy calibrated again, on the new training faces).
+    parent_weights = (parent.get("lite") or {}).get("weights") if parent is not None else None
+    int8 = int8 or parent_weights in ("int8", "int8-static")
     if (corrections is not None or parent is not None) and out.with_suffix(".keras").exists():
         raise ModelError(f"{out.with_suffix('.keras')} already exists; choose a new --out so the model it would "
                          "replace stays available to the gate and to rollback.")
@@ -474,8 +476,9 @@ def run(data_root: str | Path, out: Path, config: TrainConfig = TrainConfig(), p
     # This call's time, or for a resumed run the epochs' time before and after the interruption.
     seconds = max(time.time() - started, sum(history.get("epoch_seconds", [])))
     report(0.85, "calibrating and saving")
+    calibration = lite.calibration_faces(train.images) if parent_weights == "int8-static" else None
     return finish(model, config, preprocess, validation, out, data_summary, history, seconds, argv, extra=extra,
-                  int8=int8)
+                  int8=int8, calibration=calibration)
 
 
 def version_name(arch: str, models_dir: Path) -> str:
@@ -651,9 +654,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def finish(model, config: TrainConfig, preprocess: PreprocessConfig, validation: FaceDataset, out: Path,
            data_summary: dict, history: dict, seconds: float, argv: list[str] | None, extra: dict | None = None,
-           int8: bool = False) -> dict:
+           int8: bool = False, calibration: np.ndarray | None = None) -> dict:
     """Calibrate on validation, score through the serving path, and write NAME.keras + NAME.json, then the LiteRT
-    copy (int8 weights if `int8`), compared with TensorFlow on the validation faces.
+    copy (int8 weights if `int8`; int8 activations too, their ranges set on `calibration` faces, if given),
+    compared with TensorFlow on the validation faces.
 
     `extra` (parent model, corrections summary) is added to the JSON as top-level keys.
     """
@@ -689,7 +693,7 @@ def finish(model, config: TrainConfig, preprocess: PreprocessConfig, validation:
     save_weights_only_model(model, out.with_suffix(".keras"))
     write_json_atomic(out.with_suffix(".json"), metadata)
     try:
-        lite.export(out.with_suffix(".keras"), model, int8=int8, check=validation)  # records itself in the JSON
+        lite.export(out.with_suffix(".keras"), model, int8=int8, calibration=calibration, check=validation)  # records itself in the JSON
     except Exception as error:  # noqa: BLE001 - the model is complete without it: TensorFlow serves alone
         logger.warning("Could not write the LiteRT copy (%s); the model is served by TensorFlow alone. "
                        "Retry with `python -m fer.lite %s`.", error, out.with_suffix(".keras"))

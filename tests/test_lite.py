@@ -206,7 +206,7 @@ def test_an_int8_copy_scores_each_face_alone(int8_model, faces):
     """Activations are quantized per face, so a face's probabilities do not depend on the faces batched with it
     (and a batch above INT8_CHUNK images, split into several calls, gives the same numbers)."""
     served = load_predictor(int8_model)
-    together = served.predict_faces(np.concatenate([faces] * 2))  # 80 faces: 160 images, three interpreter calls
+    together = served.predict_faces(np.concatenate([faces] * 2))  # 80 faces: 160 images, several interpreter calls
     alone = np.concatenate([served.predict_faces(face[None]) for face in faces])
     np.testing.assert_allclose(together[:40], alone, rtol=0, atol=ROUNDING)
     np.testing.assert_allclose(together[40:], alone, rtol=0, atol=ROUNDING)
@@ -215,6 +215,59 @@ def test_an_int8_copy_scores_each_face_alone(int8_model, faces):
 def test_concurrent_requests_to_an_int8_copy_wait_their_turn(int8_model, faces):
     """The int8 copy's numbers are not TensorFlow's, so a request that finds it busy waits instead of using TF."""
     _assert_concurrent_answers_match(load_predictor(int8_model), faces, [1, 2, 3, 5, 1, 4, 2, 16, 40] * 3)
+
+
+STATIC_TOLERANCE = 0.1  # fixed activation ranges: vgg_small_reg moves by 0.002 on average, at most 0.044 on validation
+
+
+@pytest.fixture(scope="module")
+def static_model(tmp_path_factory):
+    """The shipped vgg_tiny_reg, copied, with a static-range int8 copy calibrated on faces drawn in code."""
+    from conftest import PROJECT_ROOT, write_face_tree
+    from fer.data import load_faces
+
+    folder = tmp_path_factory.mktemp("static")
+    for path in (PROJECT_ROOT / "models").glob("vgg_tiny_reg.*"):
+        if path.suffix in (".keras", ".json"):
+            shutil.copy(path, folder / path.name)
+    calibration = load_faces(write_face_tree(folder / "train", per_class=8, seed=5)).images
+    check = load_faces(write_face_tree(folder / "faces", per_class=5, seed=3))
+    path = folder / "vgg_tiny_reg.keras"
+    lite.export(path, int8=True, calibration=lite.calibration_faces(calibration), check=check)
+    return path
+
+
+def test_a_static_int8_copy_serves_every_batch_close_to_tensorflow(static_model, faces, monkeypatch):
+    entry = json.loads(static_model.with_suffix(".json").read_text())["lite"]
+    assert entry["weights"] == "int8-static" and entry["check"]["faces"] == 20
+    assert 0 <= entry["check"]["mean_abs_difference"] <= entry["check"]["max_abs_difference"] < STATIC_TOLERANCE
+    served = load_predictor(static_model)
+    assert served.runtime.startswith("LiteRT int8-static")
+    monkeypatch.setenv("FER_LITE", "0")
+    expected = load_predictor(static_model).predict_faces(faces)
+    monkeypatch.setattr(served, "_forward", None)  # TensorFlow is never called, whatever the batch size
+    together = served.predict_faces(np.concatenate([faces] * 2))  # 160 images: several interpreter calls
+    alone = np.concatenate([served.predict_faces(face[None]) for face in faces])
+    np.testing.assert_allclose(together[:40], alone, rtol=0, atol=ROUNDING)  # fixed ranges: each face alone
+    np.testing.assert_allclose(together[40:], alone, rtol=0, atol=ROUNDING)
+    np.testing.assert_allclose(alone, expected, rtol=0, atol=STATIC_TOLERANCE)
+    # A different flatbuffer from the int8-weights copy: the activations are quantized too.
+    model, _ = load_model(static_model)
+    assert lite.convert(model, int8=True) != static_model.with_suffix(".tflite").read_bytes()
+
+
+def test_calibration_needs_int8_and_faces(static_model, capsys):
+    model, _ = load_model(static_model)
+    with pytest.raises(ValueError, match="int8=True"):
+        lite.convert(model, calibration=np.zeros((4, 48, 48), np.uint8))
+    with pytest.raises(ValueError, match="N >= 1"):
+        lite.convert(model, int8=True, calibration=np.zeros((0, 48, 48), np.uint8))
+    with pytest.raises(SystemExit) as error:
+        lite.main(["--calibration-data", "somewhere", str(static_model)])
+    assert error.value.code == 2 and "add --int8" in capsys.readouterr().err
+    sample = lite.calibration_faces(np.arange(1000 * 4).reshape(1000, 2, 2), count=10)
+    assert len(sample) == 10 and len(np.unique(sample[:, 0, 0])) == 10  # ten different faces, the same each time
+    np.testing.assert_array_equal(sample, lite.calibration_faces(np.arange(1000 * 4).reshape(1000, 2, 2), count=10))
 
 
 def test_cli_writes_an_int8_copy_and_reports_the_check(int8_model, tmp_path, capsys):
@@ -228,6 +281,9 @@ def test_cli_writes_an_int8_copy_and_reports_the_check(int8_model, tmp_path, cap
     assert lite.main(["--int8", "--check-data", str(faces_dir), str(folder / "vgg_tiny_reg.keras")]) == 0
     out = capsys.readouterr().out
     assert "int8 weights" in out and "on 8 faces" in out and "same top class" in out
+    calibration_dir = write_face_tree(tmp_path / "train", per_class=3, seed=6)
+    assert lite.main(["--int8", "--calibration-data", str(calibration_dir), str(folder / "vgg_tiny_reg.keras")]) == 0
+    assert "int8-static weights" in capsys.readouterr().out
     assert lite.main([str(folder / "vgg_tiny_reg.keras")]) == 0  # back to float32: the check entry goes too
     entry = json.loads((folder / "vgg_tiny_reg.json").read_text())["lite"]
     assert entry["weights"] == "float32" and "check" not in entry

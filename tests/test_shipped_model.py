@@ -37,12 +37,12 @@ def test_current_model_is_served_through_its_litert_copy(shipped, monkeypatch):
     assert shipped.runtime.startswith("LiteRT"), "run `python -m fer.lite models/NAME.keras` for the current model"
     entry = shipped.metadata["lite"]
     tolerance = 1e-5
-    if entry["weights"] == "int8":
+    if entry["weights"] != "float32":
         check = entry.get("check") or {}
         assert check.get("faces") == 2372, "make the int8 copy with `--check-data ../shared/data/fer2013/validation`"
         assert abs(check["accuracy"]["lite"] - check["accuracy"]["tensorflow"]) <= 0.005
         assert check["accuracy"]["tensorflow"] == pytest.approx(shipped.metadata["metrics"]["validation"]["accuracy"], abs=1e-5)
-        tolerance = 0.05
+        tolerance = 0.05 if entry["weights"] == "int8" else 0.1  # fixed int8 activation ranges move a little more
     faces = np.random.default_rng(0).integers(0, 256, size=(5, 48, 48), dtype=np.uint8)
     monkeypatch.setenv("FER_LITE", "0")
     plain = load_predictor(shipped.path)
@@ -65,7 +65,7 @@ def test_evaluate_reproduces_the_accuracy_in_the_json(shipped):
     report = evaluate(shipped, DATA_ROOT / "validation")
     recorded = shipped.metadata["metrics"]["validation"]
     assert report["n_images"] == recorded["n_images"]
-    if shipped.metadata["lite"]["weights"] == "int8":  # served through the int8 copy: what its check recorded
+    if shipped.metadata["lite"]["weights"] != "float32":  # served through an int8 copy: what its check recorded
         check = shipped.metadata["lite"]["check"]
         assert report["accuracy"] == pytest.approx(check["accuracy"]["lite"], abs=1e-5)
         assert report["confusion"] == check["lite_confusion"]

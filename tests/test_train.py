@@ -282,3 +282,15 @@ def test_int8_copy_is_checked_on_validation_and_inherited_by_a_fine_tune(tmp_pat
     assert train.main(["--data", str(data), "--init-from", str(parent.with_suffix(".keras")), "--epochs", "1",
                        "--batch-size", "8", "--out", str(child)]) == 0
     assert json.loads(child.with_suffix(".json").read_text())["lite"]["weights"] == "int8"
+
+    # A static-range copy is inherited too, calibrated again on the fine-tune's training faces.
+    from fer import lite
+    from fer.data import load_faces
+
+    lite.export(child.with_suffix(".keras"), int8=True,
+                calibration=lite.calibration_faces(load_faces(data / "train").images))
+    grandchild = tmp_path / "models" / "grandchild"
+    assert train.main(["--data", str(data), "--init-from", str(child.with_suffix(".keras")), "--epochs", "1",
+                       "--batch-size", "8", "--out", str(grandchild)]) == 0
+    assert json.loads(grandchild.with_suffix(".json").read_text())["lite"]["weights"] == "int8-static"
+    assert load_predictor(grandchild.with_suffix(".keras")).runtime.startswith("LiteRT int8-static")
