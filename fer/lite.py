@@ -15,9 +15,10 @@ by a little (vgg_small_reg on the 2,372 validation faces: 0.001 on average, at m
 `--check-data` measures that on a folder of faces and records it in the JSON.
 
 `--int8 --calibration-data DIR` quantizes the activations too, with fixed ranges calibrated on CALIBRATION_FACES
-faces from DIR (the training split, so validation stays unseen): static-range quantization, about 1.5 times the
-int8-weights copy's throughput (vgg_small: 5,460 against 3,607 images/s at batch 128 on two cores; the reference-size
-vgg_base: 2,470 against 1,390). vgg_small_reg through it: the same accuracy to within two faces of 2,372.
+faces from DIR (the training split, so validation stays unseen): static-range quantization. In the interpreter at
+INT8_CHUNK images a call on two cores it does vgg_small 5,647 images/s against the int8-weights copy's 5,482, and the
+reference-size vgg_base 2,730 against 2,062; served end to end, vgg_small_reg does 2,804 faces/s against 2,455
+(benchmarks/speed.py), with the same accuracy to within two faces of 2,372.
 
 The JSON records the SHA-256 of the .keras file the copy was made from: a copy that does not match (the .keras was
 replaced, say) is ignored with a warning, and TensorFlow serves alone. FER_LITE=0 turns the copy off.
@@ -251,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="int8 weights: several times faster, probabilities within about 0.01 of the float32 network")
     parser.add_argument("--calibration-data", metavar="DIR",
                         help=f"with --int8: int8 activations too, their ranges set on {CALIBRATION_FACES} faces from "
-                             "these class folders (the training split); about 1.5x the throughput of int8 weights")
+                             "these class folders (the training split); 1.1-1.3x the throughput of int8 weights")
     parser.add_argument("--check-data", metavar="DIR",
                         help="class folders of faces (e.g. the validation split) to compare the copy with TensorFlow on")
     args = parser.parse_args(argv)
