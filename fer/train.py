@@ -312,7 +312,8 @@ def fit(train: FaceDataset, validation: FaceDataset, config: TrainConfig, out: P
         keras.callbacks.CSVLogger(str(out.with_suffix(".history.csv")), append=resuming),
     ]
     if backup_dir is not None:  # first, so a resumed run restores its state before the others look at it
-        callbacks.insert(0, keras.callbacks.BackupAndRestore(str(backup_dir)))
+        # Two states kept: a run killed while writing one resumes from the other.
+        callbacks.insert(0, keras.callbacks.BackupAndRestore(str(backup_dir), double_checkpoint=True))
     if config.schedule == "plateau":
         callbacks.append(keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5,
                                                            patience=max(2, config.patience // 2), min_lr=1e-5))

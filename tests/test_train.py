@@ -218,6 +218,7 @@ def test_an_interrupted_run_resumes_from_its_backup(tmp_path):
     except Interrupted:
         pass
     assert any(backup.iterdir()) and not out.with_suffix(".keras").exists()
+    assert (backup / "latest.weights.h5.bkp").is_file()  # the epoch before too: a write cut short is not fatal
     assert len(out.with_suffix(".history.csv").read_text().splitlines()) == 1 + 2
 
     metadata = train.run(data, out, config, backup_dir=backup)  # ... and the same call carries on at epoch 3
