@@ -164,21 +164,29 @@ def test_a_tensorflow_without_tf_lite_leaves_tensorflow_serving(exported, monkey
     assert "TensorFlow only" in caplog.text
 
 
+def _trained_copy(folder):
+    """The shipped vgg_tiny_reg's .keras and .json copied into `folder` (a trained model to quantize); its .keras path."""
+    from conftest import PROJECT_ROOT
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for path in (PROJECT_ROOT / "models").glob("vgg_tiny_reg.*"):
+        if path.suffix in (".keras", ".json"):
+            shutil.copy(path, folder / path.name)
+    return folder / "vgg_tiny_reg.keras"
+
+
 INT8_TOLERANCE = 0.05  # int8 weights move a trained model's probabilities by about 0.001, at most 0.016 on validation
 
 
 @pytest.fixture(scope="module")
 def int8_model(tmp_path_factory):
     """A trained model (the shipped vgg_tiny_reg, copied) with an int8 copy checked on faces drawn in code."""
-    from conftest import PROJECT_ROOT, write_face_tree
+    from conftest import write_face_tree
     from fer.data import load_faces
 
     folder = tmp_path_factory.mktemp("int8")
-    for path in (PROJECT_ROOT / "models").glob("vgg_tiny_reg.*"):
-        if path.suffix in (".keras", ".json"):
-            shutil.copy(path, folder / path.name)
+    path = _trained_copy(folder)
     check = load_faces(write_face_tree(folder / "faces", per_class=5, seed=3))
-    path = folder / "vgg_tiny_reg.keras"
     lite.export(path, int8=True, check=check)
     return path
 
@@ -223,16 +231,13 @@ STATIC_TOLERANCE = 0.1  # fixed activation ranges: vgg_small_reg moves by 0.002 
 @pytest.fixture(scope="module")
 def static_model(tmp_path_factory):
     """The shipped vgg_tiny_reg, copied, with a static-range int8 copy calibrated on faces drawn in code."""
-    from conftest import PROJECT_ROOT, write_face_tree
+    from conftest import write_face_tree
     from fer.data import load_faces
 
     folder = tmp_path_factory.mktemp("static")
-    for path in (PROJECT_ROOT / "models").glob("vgg_tiny_reg.*"):
-        if path.suffix in (".keras", ".json"):
-            shutil.copy(path, folder / path.name)
+    path = _trained_copy(folder)
     calibration = load_faces(write_face_tree(folder / "train", per_class=8, seed=5)).images
     check = load_faces(write_face_tree(folder / "faces", per_class=5, seed=3))
-    path = folder / "vgg_tiny_reg.keras"
     lite.export(path, int8=True, calibration=lite.calibration_faces(calibration), check=check)
     return path
 
