@@ -16,9 +16,10 @@ by a little (vgg_small_reg on the 2,372 validation faces: 0.001 on average, at m
 
 `--int8 --calibration-data DIR` quantizes the activations too, with fixed ranges calibrated on CALIBRATION_FACES
 faces from DIR (the training split, so validation stays unseen): static-range quantization. In the interpreter at
-INT8_CHUNK images a call on two cores it does vgg_small 5,647 images/s against the int8-weights copy's 5,482, and the
-reference-size vgg_base 2,730 against 2,062; served end to end, vgg_small_reg does 2,804 faces/s against 2,455
-(benchmarks/speed.py), with the same accuracy to within two faces of 2,372.
+INT8_CHUNK images a call on two cores of an Intel CPU with AMX it does vgg_small 5,647 images/s against the
+int8-weights copy's 5,482, and the reference-size vgg_base 2,730 against 2,062 (on a two-core AMD EPYC without AMX,
+the trained vgg_base did only 1,368: measure on the machine you serve from); served end to end, vgg_small_reg does
+2,804 faces/s against 2,455 (benchmarks/speed.py), with the same accuracy to within two faces of 2,372.
 
 The JSON records the SHA-256 of the .keras file the copy was made from: a copy that does not match (the .keras was
 replaced, say) is ignored with a warning, and TensorFlow serves alone. FER_LITE=0 turns the copy off.
