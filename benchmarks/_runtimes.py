@@ -99,7 +99,7 @@ def fused_flip_probabilities(predictor, faces: np.ndarray, forward=None) -> np.n
     `faces` is (N, S, S) uint8; `forward` defaults to the predictor's tf.function. Returns (N, C) float32.
     """
     batch = input_batch(faces)  # (N, S, S, 1) float32
-    forward = forward or (lambda x: predictor._forward(x).numpy())
+    forward = forward or predictor._forward
     if predictor.flip_average:
         count = len(batch)
         both = np.concatenate([batch, batch[:, :, ::-1, :]])  # (2N, S, S, 1): originals, then mirrors

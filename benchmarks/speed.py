@@ -388,7 +388,7 @@ def investigate(predictor, model_path: Path, photos: Photos, pypi: PypiFer | Non
 def investigate_runtimes(predictor, photos: Photos, seconds: float, rounds: int) -> dict:
     """One forward pass (no flip averaging) in each runtime, batch 1 and 64, and its largest difference from eager."""
     model = predictor.model
-    forwards = {"tf.function (Predictor._forward)": lambda x: predictor._forward(x).numpy(),
+    forwards = {"tf.function (Predictor._forward)": predictor._forward,
                 "keras model(x), eager": _runtimes.KerasEager(model),
                 "keras model.predict(x)": _runtimes.KerasPredict(model)}
     for make in (lambda: _runtimes.TFLiteForward(model), lambda: _runtimes.TFLiteForward(model, num_threads=1),
@@ -430,7 +430,7 @@ def investigate_flip(predictor, photos: Photos, seconds: float, rounds: int) -> 
         cases = {
             "predict_faces (as served)": lambda: predictor.predict_faces(faces),
             "one call of 2N (fused)": lambda: _runtimes.fused_flip_probabilities(predictor, faces),
-            "no flip averaging (one call of N)": lambda: predictor._forward(batch).numpy(),
+            "no flip averaging (one call of N)": lambda: predictor._forward(batch),
         }
         if onnx is not None:
             cases["one call of 2N, onnxruntime 1 thread"] = lambda: _runtimes.fused_flip_probabilities(predictor, faces, onnx)

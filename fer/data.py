@@ -137,3 +137,90 @@ def load_face_files(
         raise DataError(f"No readable images under {source or 'the given files'}.")
     images = np.stack([faces[i] for i in keep]).astype(np.uint8)  # (N, S, S) uint8
     return FaceDataset(images, np.asarray([labels[i] for i in keep], dtype=np.int64), [str(paths[i]) for i in keep], classes)
+
+
+# A packed dataset: both splits of a dataset root, already through preprocess_face, in one compressed .npz, so
+# training can run where the folders are not (a lent GPU machine; see docs/gpu_training.md). It is a copy of the
+# data: keep it in a git-ignored folder (runs/), never in the repository.
+PACKED_SPLITS = ("train", "validation")
+
+
+def pack(root: str | Path, path: str | Path, classes: tuple[str, ...] = CLASS_NAMES,
+         config: PreprocessConfig = PreprocessConfig()) -> Path:
+    """Write `root`'s train and validation faces of `classes` (those with a folder) to the .npz file `path`.
+
+    FER2013's four served classes take 49 MB (48x48 photos barely compress); its seven, 66 MB.
+    """
+    root, path = Path(root), Path(path)
+    if path.suffix != ".npz":
+        raise DataError(f"A packed dataset is an .npz file; got {path}.")
+    arrays: dict[str, np.ndarray] = {}
+    for split in PACKED_SPLITS:
+        folder = find_split(root, split)
+        present = {child.name.lower() for child in folder.iterdir() if child.is_dir()}
+        dataset = load_faces(folder, tuple(name for name in classes if name in present), config)
+        arrays.update({f"{split}_images": dataset.images, f"{split}_labels": dataset.labels,
+                       f"{split}_classes": np.array(dataset.classes), f"{split}_paths": np.array(dataset.paths),
+                       f"{split}_dir": np.array(str(folder))})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(path, image_size=np.array(config.image_size), **arrays)
+    return path
+
+
+def is_packed(data: str | Path) -> bool:
+    return Path(data).suffix == ".npz"
+
+
+def load_packed(path: str | Path, split: str, classes: tuple[str, ...] = CLASS_NAMES,
+                config: PreprocessConfig = PreprocessConfig()) -> tuple[FaceDataset, str]:
+    """The `split` faces of the classes named, from a file `pack` wrote, and the folder they were packed from."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"No packed dataset at {path}; write one with `python -m fer.data --pack DATA_ROOT {path}`.")
+    try:
+        with np.load(path, allow_pickle=False) as packed:
+            size = int(packed["image_size"])
+            images, labels = packed[f"{split}_images"], packed[f"{split}_labels"]
+            packed_classes = [str(name) for name in packed[f"{split}_classes"]]
+            paths, folder = [str(p) for p in packed[f"{split}_paths"]], str(packed[f"{split}_dir"])
+    except (OSError, ValueError, KeyError) as error:
+        raise DataError(f"{path} is not a packed dataset with a {split!r} split ({error}); "
+                        "write it again with `python -m fer.data --pack`.") from None
+    if size != config.image_size:
+        raise DataError(f"{path} holds {size}-pixel faces; this model takes {config.image_size}. Pack it again.")
+    missing = [name for name in classes if name not in packed_classes]
+    if missing:
+        raise DataError(f"{path} has no {split} faces of {', '.join(missing)} (it has {', '.join(packed_classes)}).")
+    # Labels re-indexed by class name into `classes`; faces of other classes are left out.
+    index = np.array([classes.index(name) if name in classes else -1 for name in packed_classes])
+    new_labels = index[labels]
+    keep = np.flatnonzero(new_labels >= 0)
+    return FaceDataset(images[keep], new_labels[keep].astype(np.int64), [paths[i] for i in keep], classes), folder
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(prog="python -m fer.data",
+                                     description="Pack a dataset root's train and validation faces into one .npz "
+                                                 "that `fer.train --data` reads (for training on another machine).")
+    parser.add_argument("--pack", nargs=2, metavar=("DATA_ROOT", "OUT.npz"), required=True)
+    parser.add_argument("--classes", nargs="+", default=list(CLASS_NAMES), metavar="CLASS",
+                        help=f"class folders to pack (default: {' '.join(CLASS_NAMES)}; add e.g. angry fear disgust "
+                             "for fer.train --extra-classes)")
+    args = parser.parse_args(argv)
+    try:
+        path = pack(*args.pack, classes=tuple(name.lower() for name in args.classes))
+    except (DataError, ImageError) as error:
+        print("error: " + " ".join(str(error).split()), file=sys.stderr)
+        return 2
+    with np.load(path, allow_pickle=False) as packed:
+        counts = {split: len(packed[f"{split}_labels"]) for split in PACKED_SPLITS}
+    print(f"{path}: {counts['train']} training and {counts['validation']} validation faces, "
+          f"{path.stat().st_size / 2**20:.1f} MiB. It is a copy of the data: never commit it.")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

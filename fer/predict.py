@@ -30,13 +30,25 @@ logger = logging.getLogger(__name__)
 PREDICT_CHUNK = 256  # faces per forward pass inside predict_faces
 
 
+def _forward_pass(model, size: int):
+    """`model`'s inference-mode forward pass, NumPy batches in and out."""
+    import keras  # deferred: see fer.registry.load_model
+
+    if keras.backend.backend() != "tensorflow":  # JAX or PyTorch (training on a lent GPU): Keras compiles it
+        return model.predict_on_batch
+    import tensorflow as tf
+
+    # One traced graph for every batch size: far cheaper per call than model.predict.
+    traced = tf.function(lambda batch: model(batch, training=False),
+                         input_signature=[tf.TensorSpec([None, size, size, 1], tf.float32)], reduce_retracing=True)
+    return lambda batch: traced(batch).numpy()
+
+
 class Predictor:
     """A loaded model with the preprocessing and inference settings from its JSON."""
 
     def __init__(self, model, metadata: dict, path: str | Path | None = None, lite_forward=None):
         """`lite_forward` (a fer.lite.LiteForward) serves instead of the LiteRT copy that `path`'s JSON names."""
-        import tensorflow as tf  # deferred: see fer.registry.load_model
-
         self.model = model
         self.metadata = metadata
         self.path = Path(path) if path else None
@@ -46,13 +58,7 @@ class Predictor:
         inference = metadata.get("inference", {})
         self.flip_average = bool(inference.get("flip_average", False))
         self.temperature = float(inference.get("temperature", 1.0))
-        size = self.image_size
-        # One traced graph for every batch size: far cheaper per call than model.predict.
-        self._forward = tf.function(
-            lambda batch: model(batch, training=False),
-            input_signature=[tf.TensorSpec([None, size, size, 1], tf.float32)],
-            reduce_retracing=True,
-        )
+        self._forward = _forward_pass(model, self.image_size)
         # The model's LiteRT copy, when it has one (fer.lite): a float32 copy takes small batches (photos, webcam
         # frames), an int8 copy every batch.
         self._lite = lite_forward if lite_forward is not None else lite.load_for(self.path, metadata)
@@ -60,7 +66,9 @@ class Predictor:
     @property
     def runtime(self) -> str:
         if self._lite is None:
-            return "TensorFlow"
+            import keras
+
+            return "TensorFlow" if keras.backend.backend() == "tensorflow" else f"Keras on {keras.backend.backend()}"
         if self._lite.serves_every_batch:
             return f"LiteRT {self._lite.weights} (XNNPACK, {self._lite.num_threads} threads), every batch"
         return f"LiteRT (XNNPACK, {self._lite.num_threads} threads) up to {lite.MAX_BATCH} images a call, TensorFlow above"
@@ -112,7 +120,7 @@ class Predictor:
             probabilities = self._lite.try_call(batch)
             if probabilities is not None:
                 return probabilities
-        return self._forward(batch).numpy()
+        return self._forward(batch)
 
     def as_dicts(self, probabilities: np.ndarray) -> list[dict[str, float]]:
         return [{name: float(p) for name, p in zip(self.classes, row)} for row in probabilities]

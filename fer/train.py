@@ -30,6 +30,9 @@ Long runs: `--precision mixed_bfloat16` computes in bfloat16 (1.3-1.7x faster wh
 the saved model is float32), and `--backup-dir DIR` saves the training state after every epoch, so that the same
 command run again after an interruption resumes where it stopped.
 
+Another machine (a lent GPU, docs/gpu_training.md): `--data` also takes an .npz that `python -m fer.data --pack`
+wrote, and Keras may run on JAX or PyTorch (`KERAS_BACKEND`): augmentation then runs inside the training graph.
+
 Distillation: `--teacher A.keras [B.keras ...]` mixes the teachers' averaged probabilities into each training target
 (`--teacher-weight`), scored once per face before training, or on every augmented batch with `--online-teacher`.
 """
@@ -52,7 +55,7 @@ from fer import corrections as fer_corrections
 from fer import lite
 from fer.config import CLASS_NAMES, PreprocessConfig
 from fer.errors import DataError, FerError, ModelError
-from fer.data import FaceDataset, find_split, load_faces
+from fer.data import FaceDataset, find_split, is_packed, load_faces, load_packed
 from fer.metrics import classification_report, expected_calibration_error, fit_temperature, apply_temperature
 from fer.registry import current_model_path, read_metadata, save_weights_only_model, write_json_atomic
 
@@ -181,6 +184,63 @@ def make_dataset(faces: np.ndarray, labels: np.ndarray, num_classes: int, config
     return dataset.prefetch(tf.data.AUTOTUNE)
 
 
+def uses_tf_data() -> bool:
+    """Whether training data flows through tf.data (Keras on TensorFlow: augmentation runs on the CPU beside the
+    network). On JAX or PyTorch (a lent GPU machine has no TensorFlow) it is `numpy_batches` + `with_augmentation`."""
+    import keras
+
+    return keras.backend.backend() == "tensorflow"
+
+
+def numpy_batches(faces: np.ndarray, targets: np.ndarray, config: TrainConfig):
+    """Training batches for any Keras backend: a keras.utils.PyDataset of (float32 (B, S, S, 1) in [0, 255],
+    (B, C) targets), reshuffled every epoch, with MixUp (`config.mixup`) blending pairs within each batch.
+
+    Augmentation is not done here but inside the training graph (`with_augmentation`), on the accelerator, so it
+    comes after MixUp: a blended pair shares one flip, rotation and erased patch (tf.data augments each face, then
+    blends).
+    """
+    import keras
+
+    x, y = faces.astype(np.float32)[..., None], targets.astype(np.float32)
+    batch_size, alpha = config.batch_size, config.mixup
+
+    class FaceBatches(keras.utils.PyDataset):
+        def __init__(self):
+            super().__init__()
+            self.rng = np.random.default_rng(config.seed)
+            self.order = self.rng.permutation(len(x))
+
+        def __len__(self):
+            return -(-len(x) // batch_size)
+
+        def __getitem__(self, index):
+            pick = self.order[index * batch_size:(index + 1) * batch_size]
+            images, labels = x[pick], y[pick]
+            if alpha > 0:  # MixUp: each face blended with another of the batch, weight ~ Beta(alpha, alpha)
+                weight = self.rng.beta(alpha, alpha, size=len(pick)).astype(np.float32)
+                partner = self.rng.permutation(len(pick))
+                images = weight[:, None, None, None] * images + (1 - weight[:, None, None, None]) * images[partner]
+                labels = weight[:, None] * labels + (1 - weight[:, None]) * labels[partner]
+            return images, labels
+
+        def on_epoch_end(self):
+            self.order = self.rng.permutation(len(x))
+
+    return FaceBatches()
+
+
+def with_augmentation(model, config: TrainConfig):
+    """`model` behind `augmenter` (active in training only), to train on backends without tf.data. The two share
+    their weights: train this, serve `model`."""
+    import keras
+
+    if not config.augment:
+        return model
+    inputs = keras.Input(shape=model.input_shape[1:], name="face")
+    return keras.Model(inputs, model(augmenter(config.erasing)(inputs)), name=f"{model.name}_augmented")
+
+
 def fine_tune_config(parent: dict, **overrides) -> TrainConfig:
     """The fine-tuning settings for a model described by `parent` (its JSON): its architecture and inference."""
     values = {"arch": parent.get("arch", TrainConfig.arch), "epochs": FINE_TUNE_EPOCHS,
@@ -296,7 +356,22 @@ def fit(train: FaceDataset, validation: FaceDataset, config: TrainConfig, out: P
     if config.schedule == "cosine":
         steps_per_epoch = -(-len(train) // config.batch_size)
         learning_rate = keras.optimizers.schedules.CosineDecay(config.learning_rate, config.epochs * steps_per_epoch)
-    model.compile(
+    targets = distillation_targets(train, config) if config.teacher and not config.teacher_online else None
+    if uses_tf_data():
+        trainer = model
+        teacher = online_teacher(config, train.classes, train.images.shape[1]) if config.teacher_online else None
+        training_data = make_dataset(train.images, train.labels, num_classes, config, training=True, targets=targets,
+                                     teacher=teacher)
+        validation_data = make_dataset(validation.images, validation.labels, num_classes, config, training=False)
+    else:
+        if config.teacher_online or config.class_weighting:
+            raise ValueError(f"--online-teacher and --class-weighting need Keras on TensorFlow; this is "
+                             f"{keras.backend.backend()} (set KERAS_BACKEND=tensorflow, or leave them out).")
+        trainer = with_augmentation(model, config)
+        one_hot = np.eye(num_classes, dtype=np.float32)
+        training_data = numpy_batches(train.images, one_hot[train.labels] if targets is None else targets, config)
+        validation_data = (validation.images.astype(np.float32)[..., None], one_hot[validation.labels])
+    trainer.compile(
         optimizer=make_optimizer(config, learning_rate),
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
         metrics=["accuracy"],
@@ -319,11 +394,9 @@ def fit(train: FaceDataset, validation: FaceDataset, config: TrainConfig, out: P
                                                            patience=max(2, config.patience // 2), min_lr=1e-5))
     if progress is not None:
         callbacks.append(_progress_callback(progress, config.epochs))
-    targets = distillation_targets(train, config) if config.teacher and not config.teacher_online else None
-    teacher = online_teacher(config, train.classes, train.images.shape[1]) if config.teacher_online else None
-    history = model.fit(
-        make_dataset(train.images, train.labels, num_classes, config, training=True, targets=targets, teacher=teacher),
-        validation_data=make_dataset(validation.images, validation.labels, num_classes, config, training=False),
+    history = trainer.fit(
+        training_data,
+        validation_data=validation_data,
         epochs=config.epochs,
         callbacks=callbacks,
         class_weight=class_weight,
@@ -441,7 +514,6 @@ def run(data_root: str | Path, out: Path, config: TrainConfig = TrainConfig(), p
         raise ModelError(f"{out.with_suffix('.keras')} already exists; choose a new --out so the model it would "
                          "replace stays available to the gate and to rollback.")
     report(0.0, "loading faces")
-    train_dir, validation_dir = find_split(data_root, "train"), find_split(data_root, "validation")
     if config.extra_classes and parent is not None:
         raise ModelError("--extra-classes trains a new network from scratch; it cannot start from --init-from.")
     if len(set(config.extra_classes)) != len(config.extra_classes):
@@ -449,13 +521,11 @@ def run(data_root: str | Path, out: Path, config: TrainConfig = TrainConfig(), p
     overlap = sorted(set(config.extra_classes) & set(classes))
     if overlap:
         raise ModelError(f"--extra-classes {' '.join(overlap)}: already a served class ({', '.join(classes)}).")
-    train = load_faces(train_dir, classes + tuple(config.extra_classes), preprocess)
-    validation = load_faces(validation_dir, classes, preprocess)
+    train, validation, data_summary = load_splits(data_root, classes + tuple(config.extra_classes), classes, preprocess)
     counts = train.counts()
     missing = [name for name in config.extra_classes if counts[name] == 0]
     if missing:
-        raise DataError(f"{train_dir} has no faces for --extra-classes {' '.join(missing)}.")
-    data_summary = {"train_dir": str(train_dir), "validation_dir": str(validation_dir)}
+        raise DataError(f"{data_summary['train_dir']} has no faces for --extra-classes {' '.join(missing)}.")
     extra = {}
     if corrections is not None:
         data_summary["train_counts_before_corrections"] = train.counts()
@@ -480,6 +550,20 @@ def run(data_root: str | Path, out: Path, config: TrainConfig = TrainConfig(), p
     calibration = lite.calibration_faces(train.images) if parent_weights == "int8-static" else None
     return finish(model, config, preprocess, validation, out, data_summary, history, seconds, argv, extra=extra,
                   int8=int8, calibration=calibration)
+
+
+def load_splits(data_root: str | Path, train_classes: tuple[str, ...], classes: tuple[str, ...],
+                preprocess: PreprocessConfig) -> tuple[FaceDataset, FaceDataset, dict]:
+    """The training and validation faces under `data_root` (a dataset folder, or an .npz that `fer.data --pack`
+    wrote from one), and where they came from for the model's JSON: the folders, even when read from a pack."""
+    if is_packed(data_root):
+        train, train_dir = load_packed(data_root, "train", train_classes, preprocess)
+        validation, validation_dir = load_packed(data_root, "validation", classes, preprocess)
+        return train, validation, {"train_dir": train_dir, "validation_dir": validation_dir, "packed": str(data_root)}
+    train_dir, validation_dir = find_split(data_root, "train"), find_split(data_root, "validation")
+    train = load_faces(train_dir, train_classes, preprocess)
+    validation = load_faces(validation_dir, classes, preprocess)
+    return train, validation, {"train_dir": str(train_dir), "validation_dir": str(validation_dir)}
 
 
 def version_name(arch: str, models_dir: Path) -> str:
@@ -528,7 +612,8 @@ def main(argv: list[str] | None = None) -> int:
     from fer import gate as fer_gate
 
     parser = argparse.ArgumentParser(prog="python -m fer.train", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", required=True, help="dataset root with train/ and validation/ class folders")
+    parser.add_argument("--data", required=True, help="dataset root with train/ and validation/ class folders, or "
+                                                      "an .npz packed from one (`python -m fer.data --pack`)")
     parser.add_argument("--out", required=True, help="output stem, e.g. models/seed_cnn (writes .keras and .json)")
     defaults = TrainConfig()
     parser.add_argument("--arch", default=defaults.arch)

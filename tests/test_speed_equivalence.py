@@ -55,7 +55,7 @@ def test_predict_faces_matches_eager_reference(calibrated, faces, count):
 def test_tf_function_matches_model_predict_for_every_batch_size(predictor, faces):
     for count in (1, 3, 64, 2):  # one traced graph serves every size, in any order
         batch = runtimes.input_batch(faces[:count])
-        served = predictor._forward(batch).numpy()
+        served = predictor._forward(batch)
         np.testing.assert_allclose(served, runtimes.KerasPredict(predictor.model)(batch), rtol=0, atol=ROUNDING)
         np.testing.assert_allclose(served, runtimes.KerasEager(predictor.model)(batch), rtol=0, atol=ROUNDING)
 

@@ -295,3 +295,88 @@ def test_int8_copy_is_checked_on_validation_and_inherited_by_a_fine_tune(tmp_pat
                        "--batch-size", "8", "--out", str(grandchild)]) == 0
     assert json.loads(grandchild.with_suffix(".json").read_text())["lite"]["weights"] == "int8-static"
     assert load_predictor(grandchild.with_suffix(".keras")).runtime.startswith("LiteRT int8-static")
+
+
+def test_a_packed_dataset_trains_like_its_folders(tmp_path, capsys):
+    from fer import data as fer_data
+
+    root = tmp_path / "data"
+    write_face_tree(root / "train", per_class=6, classes=CLASS_NAMES + ("angry",), seed=1)
+    write_face_tree(root / "validation", per_class=3, seed=2)
+    packed = tmp_path / "runs" / "faces.npz"
+    assert fer_data.main(["--pack", str(root), str(packed), "--classes", *CLASS_NAMES, "angry"]) == 0
+    assert "never commit it" in capsys.readouterr().out
+
+    folders = fer_data.load_faces(root / "train", CLASS_NAMES)
+    faces, folder = fer_data.load_packed(packed, "train", tuple(reversed(CLASS_NAMES)))  # re-indexed by name
+    assert folder == str(root / "train") and len(faces) == len(folders) == 24
+    for name in CLASS_NAMES:
+        np.testing.assert_array_equal(faces.images[faces.labels == faces.classes.index(name)],
+                                      folders.images[folders.labels == CLASS_NAMES.index(name)])
+    seven, _ = fer_data.load_packed(packed, "train", CLASS_NAMES + ("angry",))
+    assert seven.counts()["angry"] == 6
+
+    out = tmp_path / "models" / "from_pack"
+    assert train.main(["--data", str(packed), "--arch", "vgg_tiny", "--epochs", "1", "--batch-size", "8",
+                       "--out", str(out)]) == 0
+    metadata = json.loads(out.with_suffix(".json").read_text())
+    assert metadata["data"]["packed"] == str(packed)
+    assert metadata["data"]["validation_dir"] == str(root / "validation")  # the gate and review read the folders
+    assert metadata["data"]["train_counts"] == {name: 6 for name in CLASS_NAMES}
+
+    # bad packs stop before training, with what to do
+    assert train.main(["--data", str(tmp_path / "none.npz"), "--out", str(tmp_path / "m")]) == 2
+    assert "fer.data --pack" in capsys.readouterr().err
+    (tmp_path / "junk.npz").write_bytes(b"not a zip")
+    assert train.main(["--data", str(tmp_path / "junk.npz"), "--out", str(tmp_path / "m")]) == 2
+    assert "not a packed dataset" in capsys.readouterr().err
+    assert train.main(["--data", str(packed), "--extra-classes", "fear", "--out", str(tmp_path / "m")]) == 2
+    assert "no train faces of fear" in capsys.readouterr().err
+
+
+def test_numpy_batches_reshuffle_every_epoch_and_blend_faces_with_their_targets():
+    levels = np.arange(10, dtype=np.float32) * 20
+    faces = np.repeat(levels.astype(np.uint8), 48 * 48).reshape(10, 48, 48)
+    identity = np.eye(10, dtype=np.float32)  # one target column per face: a blended target names the faces blended
+    plain = train.numpy_batches(faces, identity, train.TrainConfig(batch_size=4))
+    assert len(plain) == 3
+
+    def epoch():
+        return np.concatenate([plain[i][1] for i in range(len(plain))]).argmax(axis=1)
+
+    first = epoch()
+    assert sorted(first) == list(range(10))  # every face once an epoch
+    plain.on_epoch_end()
+    assert not np.array_equal(first, epoch())
+
+    images, blended = train.numpy_batches(faces, identity, train.TrainConfig(batch_size=10, mixup=0.4))[0]
+    assert images.shape == (10, 48, 48, 1) and images.dtype == np.float32
+    np.testing.assert_allclose(blended.sum(axis=1), 1.0, rtol=1e-6)
+    assert (blended.max(axis=1) < 1 - 1e-6).any()  # MixUp ran
+    np.testing.assert_allclose(images[:, 0, 0, 0], blended @ levels, atol=1e-3)  # each face blended as its target
+
+
+def test_without_tf_data_training_augments_inside_the_graph(tmp_path, monkeypatch):
+    """The path JAX and PyTorch take (a lent GPU machine has no TensorFlow), run here on TensorFlow."""
+    from fer.model import build_model
+
+    monkeypatch.setattr(train, "uses_tf_data", lambda: False)
+    data = _face_data(tmp_path, per_class=8)
+    out = tmp_path / "models" / "numpy_path"
+    assert train.main(["--data", str(data), "--arch", "vgg_tiny", "--epochs", "2", "--batch-size", "8",
+                       "--mixup", "0.2", "--erasing", "0.5", "--out", str(out)]) == 0
+    metadata = json.loads(out.with_suffix(".json").read_text())
+    assert metadata["epochs_run"] == 2 and metadata["metrics"]["validation"]["n_images"] == 12
+    served = load_predictor(out.with_suffix(".keras")).model
+    assert served.name == "vgg_tiny" and not any("augment" in layer.name for layer in served.layers)
+
+    network = build_model("vgg_tiny")
+    trainer = train.with_augmentation(network, train.TrainConfig(erasing=1.0))
+    faces = np.random.default_rng(0).uniform(0, 255, (4, 48, 48, 1)).astype(np.float32)
+    np.testing.assert_allclose(trainer(faces, training=False), network(faces, training=False), rtol=1e-5)
+    assert not np.allclose(trainer.layers[1](faces, training=True), faces)  # augments in training only
+    assert train.with_augmentation(network, train.TrainConfig(augment=False)) is network
+
+    splits = train.load_splits(data, CLASS_NAMES, CLASS_NAMES, train.PreprocessConfig())
+    with pytest.raises(ValueError, match="need Keras on TensorFlow"):
+        train.fit(splits[0], splits[1], train.TrainConfig(arch="vgg_tiny", class_weighting=True), tmp_path / "m")
