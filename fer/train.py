@@ -31,7 +31,7 @@ the saved model is float32), and `--backup-dir DIR` saves the training state aft
 command run again after an interruption resumes where it stopped.
 
 Another machine (a lent GPU, docs/gpu_training.md): `--data` also takes an .npz that `python -m fer.data --pack`
-wrote, and Keras may run on JAX or PyTorch (`KERAS_BACKEND`): augmentation then runs inside the training graph.
+wrote, and Keras may run on JAX (`KERAS_BACKEND=jax`): augmentation then runs inside the training graph.
 
 Distillation: `--teacher A.keras [B.keras ...]` mixes the teachers' averaged probabilities into each training target
 (`--teacher-weight`), scored once per face before training, or on every augmented batch with `--online-teacher`.
