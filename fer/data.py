@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -149,7 +150,7 @@ def pack(root: str | Path, path: str | Path, classes: tuple[str, ...] = CLASS_NA
          config: PreprocessConfig = PreprocessConfig()) -> Path:
     """Write `root`'s train and validation faces of `classes` (those with a folder) to the .npz file `path`.
 
-    FER2013's four served classes take 49 MB (48x48 photos barely compress); its seven, 66 MB.
+    FER2013's four served classes take 47 MiB (48x48 photos barely compress); its seven, 66 MiB.
     """
     root, path = Path(root), Path(path)
     if path.suffix != ".npz":
@@ -183,7 +184,7 @@ def load_packed(path: str | Path, split: str, classes: tuple[str, ...] = CLASS_N
             images, labels = packed[f"{split}_images"], packed[f"{split}_labels"]
             packed_classes = [str(name) for name in packed[f"{split}_classes"]]
             paths, folder = [str(p) for p in packed[f"{split}_paths"]], str(packed[f"{split}_dir"])
-    except (OSError, ValueError, KeyError) as error:
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:  # a truncated copy, say
         raise DataError(f"{path} is not a packed dataset with a {split!r} split ({error}); "
                         "write it again with `python -m fer.data --pack`.") from None
     if size != config.image_size:

@@ -330,6 +330,9 @@ def test_a_packed_dataset_trains_like_its_folders(tmp_path, capsys):
     (tmp_path / "junk.npz").write_bytes(b"not a zip")
     assert train.main(["--data", str(tmp_path / "junk.npz"), "--out", str(tmp_path / "m")]) == 2
     assert "not a packed dataset" in capsys.readouterr().err
+    (tmp_path / "cut.npz").write_bytes(packed.read_bytes()[: packed.stat().st_size // 2])  # a copy cut short
+    assert train.main(["--data", str(tmp_path / "cut.npz"), "--out", str(tmp_path / "m")]) == 2
+    assert "not a packed dataset" in capsys.readouterr().err
     assert train.main(["--data", str(packed), "--extra-classes", "fear", "--out", str(tmp_path / "m")]) == 2
     assert "no train faces of fear" in capsys.readouterr().err
 
