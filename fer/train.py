@@ -343,6 +343,9 @@ def fit(train: FaceDataset, validation: FaceDataset, config: TrainConfig, out: P
 
     keras.utils.set_random_seed(config.seed)
     num_classes = len(train.classes)
+    if (config.teacher_online or config.class_weighting) and not uses_tf_data():  # before any model or teacher work
+        raise ValueError(f"--online-teacher and --class-weighting need Keras on TensorFlow; this is "
+                         f"{keras.backend.backend()} (set KERAS_BACKEND=tensorflow, or leave them out).")
     if config.precision not in PRECISIONS:
         raise ValueError(f"Unknown precision {config.precision!r}; choose one of {PRECISIONS}.")
     if init_from is not None and config.precision == "float32":
@@ -364,9 +367,6 @@ def fit(train: FaceDataset, validation: FaceDataset, config: TrainConfig, out: P
                                      teacher=teacher)
         validation_data = make_dataset(validation.images, validation.labels, num_classes, config, training=False)
     else:
-        if config.teacher_online or config.class_weighting:
-            raise ValueError(f"--online-teacher and --class-weighting need Keras on TensorFlow; this is "
-                             f"{keras.backend.backend()} (set KERAS_BACKEND=tensorflow, or leave them out).")
         trainer = with_augmentation(model, config)
         one_hot = np.eye(num_classes, dtype=np.float32)
         training_data = numpy_batches(train.images, one_hot[train.labels] if targets is None else targets, config)
