@@ -383,3 +383,34 @@ def test_without_tf_data_training_augments_inside_the_graph(tmp_path, monkeypatc
     splits = train.load_splits(data, CLASS_NAMES, CLASS_NAMES, train.PreprocessConfig())
     with pytest.raises(ValueError, match="need Keras on TensorFlow"):
         train.fit(splits[0], splits[1], train.TrainConfig(arch="vgg_tiny", class_weighting=True), tmp_path / "m")
+
+
+def test_ema_validates_keeps_and_saves_the_averaged_weights(tmp_path, capsys):
+    import keras
+
+    from fer.config import PreprocessConfig
+    from fer.registry import load_model
+
+    data = _face_data(tmp_path, per_class=8)
+    start = tmp_path / "start"
+    train.run(data, start, train.TrainConfig(arch="vgg_tiny", epochs=1, batch_size=8))
+    start_weights = [np.asarray(w) for w in load_model(start.with_suffix(".keras"))[0].trainable_weights]
+    faces, validation, _ = train.load_splits(data, CLASS_NAMES, CLASS_NAMES, PreprocessConfig())
+    rate, moved = 3e-3, {}
+    for ema in (0.0, 0.999):  # 12 Adam steps of about `rate` each from the same start
+        config = train.TrainConfig(arch="vgg_tiny", epochs=3, batch_size=8, patience=3, learning_rate=rate, ema=ema)
+        model, history = train.fit(faces, validation, config, tmp_path / f"ema{ema}",
+                                   init_from=start.with_suffix(".keras"))
+        moved[ema] = max(np.abs(np.asarray(w) - s).max() for w, s in zip(model.trainable_weights, start_weights))
+    # An average this slow stays about one step from the start (its first value): the average is what comes back,
+    # not the raw weights, which went much further.
+    assert moved[0.999] < 1.5 * rate < 3 * rate < moved[0.0]
+    # It is also what validation scored: the best epoch's figures are the returned model's.
+    model.compile(loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
+                  metrics=["accuracy"])
+    loss, _ = model.evaluate(train.make_dataset(validation.images, validation.labels, len(CLASS_NAMES), config,
+                                                training=False), verbose=0)
+    assert loss == pytest.approx(history["val_loss"][int(np.argmax(history["val_accuracy"]))], rel=1e-4)
+
+    assert train.main(["--data", str(data), "--ema", "1.5", "--out", str(tmp_path / "m")]) == 2
+    assert "--ema is a momentum" in capsys.readouterr().err
