@@ -34,7 +34,8 @@ Another machine (a lent GPU, docs/gpu_training.md): `--data` also takes an .npz 
 wrote, and Keras may run on JAX (`KERAS_BACKEND=jax`): augmentation then runs inside the training graph.
 
 Weight averaging: `--ema 0.999` validates, keeps and saves an exponential moving average of the weights (Polyak
-averaging, as timm's model EMA) instead of the last step's weights.
+averaging, as timm's model EMA) instead of the last step's weights; the saved model's batch-norm statistics are then
+measured again on the training faces (`refresh_batch_norm`).
 
 Distillation: `--teacher A.keras [B.keras ...]` mixes the teachers' averaged probabilities into each training target
 (`--teacher-weight`), scored once per face before training, or on every augmented batch with `--online-teacher`.
@@ -423,7 +424,37 @@ def fit(train: FaceDataset, validation: FaceDataset, config: TrainConfig, out: P
         history_dict = {key: [float(v) for v in values] for key, values in history.history.items()}
     if config.precision != "float32":  # serve float32: the same network with the trained weights
         model = _build(config.arch, num_classes, train.images.shape[1], "float32", weights_from=model)
+    if config.ema:  # the moving statistics followed the raw weights; measure them again for the averaged ones
+        refresh_batch_norm(model, train.images, seed=config.seed)
     return model, history_dict
+
+
+def _batch_norms(layer):
+    for sub in getattr(layer, "layers", ()):
+        if sub.__class__.__name__ == "BatchNormalization":
+            yield sub
+        else:
+            yield from _batch_norms(sub)
+
+
+def refresh_batch_norm(model, faces: np.ndarray, batch_size: int = 256, seed: int = 0) -> None:
+    """Recompute every BatchNormalization layer's moving mean and variance as the average of its batch statistics
+    over `faces` ((N, S, S) in [0, 255], un-augmented, shuffled into batches), as SWA's `update_bn` does.
+
+    Averaged weights (`--ema`) need it: during training the moving statistics tracked the raw weights, not their
+    average. The network runs in training mode (dropout on), as when the statistics were first gathered.
+    """
+    layers = list(_batch_norms(model))
+    momenta = [layer.momentum for layer in layers]
+    order = np.random.default_rng(seed).permutation(len(faces))
+    try:
+        for k, start in enumerate(range(0, len(faces), batch_size)):
+            for layer in layers:  # moving = k/(k+1) x moving + 1/(k+1) x batch: the running average of k+1 batches
+                layer.momentum = k / (k + 1)
+            model(faces[order[start:start + batch_size]].astype(np.float32)[..., None], training=True)
+    finally:
+        for layer, momentum in zip(layers, momenta):
+            layer.momentum = momentum
 
 
 def _build(arch: str, num_classes: int, image_size: int, precision: str, weights_from=None):
