@@ -430,8 +430,11 @@ def fit(train: FaceDataset, validation: FaceDataset, config: TrainConfig, out: P
 
 
 def _batch_norms(layer):
+    """Every BatchNormalization layer inside `layer`, nested models included."""
+    import keras
+
     for sub in getattr(layer, "layers", ()):
-        if sub.__class__.__name__ == "BatchNormalization":
+        if isinstance(sub, keras.layers.BatchNormalization):
             yield sub
         else:
             yield from _batch_norms(sub)
