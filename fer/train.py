@@ -60,7 +60,7 @@ from fer import lite
 from fer.config import CLASS_NAMES, PreprocessConfig
 from fer.errors import DataError, FerError, ModelError
 from fer.data import FaceDataset, find_split, is_packed, load_faces, load_packed
-from fer.metrics import classification_report, expected_calibration_error, fit_temperature, apply_temperature
+from fer.calibrate import calibrate
 from fer.registry import current_model_path, read_metadata, save_weights_only_model, write_json_atomic
 
 logger = logging.getLogger(__name__)
@@ -799,8 +799,6 @@ def finish(model, config: TrainConfig, preprocess: PreprocessConfig, validation:
 
     `extra` (parent model, corrections summary) is added to the JSON as top-level keys.
     """
-    from fer.predict import Predictor
-
     metadata = {
         "name": out.name,
         "classes": list(validation.classes),
@@ -817,17 +815,7 @@ def finish(model, config: TrainConfig, preprocess: PreprocessConfig, validation:
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         **(extra or {}),
     }
-    predictor = Predictor(model, metadata)
-    raw = predictor.predict_faces(validation.images)
-    temperature = fit_temperature(raw.astype(np.float64), validation.labels)
-    calibrated = apply_temperature(raw.astype(np.float64), temperature)
-    metadata["inference"]["temperature"] = temperature
-    report = classification_report(validation.labels, calibrated.argmax(axis=1), validation.classes)
-    report["n_images"] = len(validation)
-    report["no_face"] = 0
-    report["ece_before_calibration"] = expected_calibration_error(raw, validation.labels)
-    report["ece_after_calibration"] = expected_calibration_error(calibrated, validation.labels)
-    metadata["metrics"] = {"validation": report}
+    calibrate(model, metadata, validation)
     save_weights_only_model(model, out.with_suffix(".keras"))
     write_json_atomic(out.with_suffix(".json"), metadata)
     try:

@@ -1,0 +1,99 @@
+"""Fit a model's calibration temperature on held-out faces and record its metrics in its JSON.
+
+    python -m fer.calibrate runs/NAME.keras --data ../shared/data/fer2013/validation --no-flip-average
+
+fer.train does this at the end of every run. Run it again to serve a trained model with flip averaging switched
+(`--flip-average` / `--no-flip-average`): the temperature and the metrics belong to that setting. The LiteRT copy
+stays valid (the network is unchanged), but the check recorded with it was made with the old setting, so it is
+dropped: `python -m fer.lite ... --check-data DIR` records it again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import logging
+import os
+import sys
+
+from fer.errors import FerError
+from fer.metrics import apply_temperature, classification_report, expected_calibration_error, fit_temperature
+
+
+def calibrate(model, metadata: dict, validation) -> dict:
+    """Serve `validation`'s faces (a `fer.data.FaceDataset`) through `model` as `metadata` says (preprocessing
+    already applied, flip averaging), fit the temperature that minimises their negative log-likelihood, and set
+    `metadata["inference"]["temperature"]` and `metadata["metrics"]["validation"]` (classification report, expected
+    calibration error before and after). Returns `metadata`, changed in place."""
+    from fer.predict import Predictor
+
+    if tuple(validation.classes) != tuple(metadata["classes"]):
+        raise ValueError(f"The validation faces' classes {validation.classes} are not the model's {metadata['classes']}.")
+    inference = metadata.setdefault("inference", {})
+    inference["temperature"] = 1.0
+    raw = Predictor(model, metadata).predict_faces(validation.images).astype(float)  # in memory: TensorFlow alone
+    temperature = fit_temperature(raw, validation.labels)
+    calibrated = apply_temperature(raw, temperature)
+    inference["temperature"] = temperature
+    report = classification_report(validation.labels, calibrated.argmax(axis=1), validation.classes)
+    report["n_images"] = len(validation)
+    report["no_face"] = 0
+    report["ece_before_calibration"] = expected_calibration_error(raw, validation.labels)
+    report["ece_after_calibration"] = expected_calibration_error(calibrated, validation.labels)
+    metadata.setdefault("metrics", {})["validation"] = report
+    return metadata
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m fer.calibrate", description=__doc__.split("\n\n")[0])
+    parser.add_argument("model", help="a .keras file (a version name in models/ works too)")
+    parser.add_argument("--data", required=True, help="class folders of held-out faces (the validation split)")
+    flip = parser.add_mutually_exclusive_group()
+    flip.add_argument("--flip-average", dest="flip_average", action="store_true", default=None,
+                      help="average each face with its mirror image (two passes a face)")
+    flip.add_argument("--no-flip-average", dest="flip_average", action="store_false",
+                      help="one pass a face")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    from fer.config import PreprocessConfig
+    from fer.data import load_faces
+    from fer.models import resolve_model
+    from fer.registry import load_model, metadata_path, write_json_atomic
+
+    try:
+        path = resolve_model(args.model)
+        model, metadata = load_model(path)
+        validation = load_faces(args.data, tuple(metadata["classes"]),
+                                PreprocessConfig.from_dict(metadata["preprocess"]))
+    except FerError as error:
+        print("error: " + " ".join(str(error).split()), file=sys.stderr)
+        return 2
+    before = metadata.get("metrics", {}).get("validation", {}).get("accuracy")
+    inference = metadata.setdefault("inference", {})
+    switched = args.flip_average is not None and args.flip_average != bool(inference.get("flip_average", False))
+    if args.flip_average is not None:
+        inference["flip_average"] = args.flip_average
+    calibrate(model, metadata, validation)
+    metadata["calibrated"] = {
+        "command": "python -m fer.calibrate " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+    stale_check = switched and "check" in metadata.get("lite", {})
+    if stale_check:
+        del metadata["lite"]["check"]
+    write_json_atomic(metadata_path(path), metadata)
+    report = metadata["metrics"]["validation"]
+    print(f"{path.name}: flip averaging {'on' if inference['flip_average'] else 'off'}, temperature "
+          f"{inference['temperature']:.3f}; on {report['n_images']} faces accuracy {report['accuracy']:.4f}"
+          + (f" (was {before:.4f})" if before is not None else "") + f", macro-F1 {report['macro_f1']:.4f}, "
+          f"ECE {report['ece_before_calibration']:.3f} -> {report['ece_after_calibration']:.3f}")
+    if stale_check:
+        print(f"The LiteRT copy's check was made with the old setting and is dropped; record it again with "
+              f"`python -m fer.lite {'--int8 ' if metadata['lite'].get('weights', '').startswith('int8') else ''}"
+              f"--check-data {args.data} {path}` (add --calibration-data for a static int8 copy).")
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    sys.exit(main())

@@ -1,0 +1,66 @@
+"""fer.calibrate: the temperature and metrics in a model's JSON belong to its flip-averaging setting."""
+
+import json
+
+import numpy as np
+import pytest
+
+from fer import calibrate, lite
+from fer.data import load_faces
+from fer.predict import load_predictor
+from conftest import write_face_tree, write_model_files
+
+
+@pytest.fixture
+def model_and_faces(tmp_path):
+    path = write_model_files(tmp_path / "models", arch="vgg_tiny", make_current=False)  # JSON: flip averaging on
+    validation = write_face_tree(tmp_path / "validation", per_class=4, seed=3)
+    return path, validation
+
+
+def test_switching_flip_averaging_refits_the_temperature_and_rewrites_the_metrics(model_and_faces, capsys):
+    path, validation = model_and_faces
+    assert calibrate.main([str(path), "--data", str(validation), "--no-flip-average"]) == 0
+    metadata = json.loads(path.with_suffix(".json").read_text())
+    assert metadata["inference"]["flip_average"] is False
+    report = metadata["metrics"]["validation"]
+    assert report["n_images"] == 16 and {"ece_before_calibration", "ece_after_calibration"} <= set(report)
+    assert metadata["calibrated"]["command"].endswith("--no-flip-average")
+    assert "flip averaging off" in capsys.readouterr().out
+
+    # The recorded figures are what the served model now does: one pass a face, at the fitted temperature.
+    predictor = load_predictor(path)
+    faces = load_faces(validation).images
+    assert not predictor.flip_average and predictor.temperature == metadata["inference"]["temperature"]
+    one_pass = predictor.model.predict_on_batch(faces.astype(np.float32)[..., None])
+    predicted = predictor.predict_faces(faces).argmax(axis=1)
+    np.testing.assert_array_equal(predicted, one_pass.argmax(axis=1))
+    labels = load_faces(validation).labels
+    assert report["accuracy"] == pytest.approx(float(np.mean(predicted == labels)))
+
+
+def test_the_lite_check_of_the_old_setting_is_dropped_and_the_copy_still_serves(model_and_faces, capsys):
+    path, validation = model_and_faces
+    lite.export(path, check=load_faces(validation))
+    assert "check" in json.loads(path.with_suffix(".json").read_text())["lite"]
+    assert calibrate.main([str(path), "--data", str(validation)]) == 0  # setting unchanged: the check stands
+    assert "check" in json.loads(path.with_suffix(".json").read_text())["lite"]
+
+    assert calibrate.main([str(path), "--data", str(validation), "--no-flip-average"]) == 0
+    entry = json.loads(path.with_suffix(".json").read_text())["lite"]
+    assert "check" not in entry and entry["file"] == "tiny.tflite"
+    assert "python -m fer.lite --check-data" in capsys.readouterr().out
+    assert load_predictor(path).runtime.startswith("LiteRT")
+
+
+def test_bad_arguments_fail_cleanly_and_leave_the_json_alone(model_and_faces, tmp_path, capsys):
+    path, validation = model_and_faces
+    before = path.with_suffix(".json").read_text()
+    assert calibrate.main([str(tmp_path / "nothing.keras"), "--data", str(validation)]) == 2
+    assert "error:" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert calibrate.main([str(path), "--data", str(tmp_path / "empty")]) == 2
+    assert "error:" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        calibrate.main([str(path), "--data", str(validation), "--flip-average", "--no-flip-average"])
+    assert path.with_suffix(".json").read_text() == before
