@@ -88,9 +88,12 @@ def main(argv: list[str] | None = None) -> int:
           + (f" (was {before:.4f})" if before is not None else "") + f", macro-F1 {report['macro_f1']:.4f}, "
           f"ECE {report['ece_before_calibration']:.3f} -> {report['ece_after_calibration']:.3f}")
     if stale_check:
+        weights = metadata["lite"].get("weights", "float32")
+        options = "--int8 " if weights.startswith("int8") else ""
+        if weights == "int8-static":
+            options += f"--calibration-data {metadata.get('data', {}).get('train_dir', 'TRAIN_DIR')} "
         print(f"The LiteRT copy's check was made with the old setting and is dropped; record it again with "
-              f"`python -m fer.lite {'--int8 ' if metadata['lite'].get('weights', '').startswith('int8') else ''}"
-              f"--check-data {args.data} {path}` (add --calibration-data for a static int8 copy).")
+              f"`python -m fer.lite {options}--check-data {args.data} {path}`.")
     return 0
 
 
