@@ -34,8 +34,8 @@ Another machine (a lent GPU, docs/gpu_training.md): `--data` also takes an .npz 
 wrote, and Keras may run on JAX (`KERAS_BACKEND=jax`): augmentation then runs inside the training graph.
 
 Weight averaging: `--ema 0.999` validates, keeps and saves an exponential moving average of the weights (Polyak
-averaging, as timm's model EMA) instead of the last step's weights; the saved model's batch-norm statistics are then
-measured again on the training faces (`refresh_batch_norm`).
+averaging, as timm's model EMA) instead of the last step's weights. Their batch-norm statistics are measured again
+for them (`refresh_batch_norm`): on a sample of training faces before each validation, on all of them at the end.
 
 Distillation: `--teacher A.keras [B.keras ...]` mixes the teachers' averaged probabilities into each training target
 (`--teacher-weight`), scored once per face before training, or on every augmented batch with `--online-teacher`.
@@ -398,7 +398,8 @@ def fit(train: FaceDataset, validation: FaceDataset, config: TrainConfig, out: P
         keras.callbacks.CSVLogger(str(out.with_suffix(".history.csv")), append=resuming),
     ]
     if config.ema:  # the averaged weights are in the model at each epoch's end: validated, kept as best, saved
-        callbacks.insert(0, keras.callbacks.SwapEMAWeights(swap_on_epoch=True))
+        callbacks[0:0] = [keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] + (
+            [_refresh_before_validation(model, train.images, config.seed)] if uses_tf_data() else [])
     if backup_dir is not None:  # first, so a resumed run restores its state before the others look at it
         # Two states kept: a run killed while writing one resumes from the other.
         callbacks.insert(0, keras.callbacks.BackupAndRestore(str(backup_dir), double_checkpoint=True))
@@ -427,6 +428,30 @@ def fit(train: FaceDataset, validation: FaceDataset, config: TrainConfig, out: P
     if config.ema:  # the moving statistics followed the raw weights; measure them again for the averaged ones
         refresh_batch_norm(model, train.images, seed=config.seed)
     return model, history_dict
+
+
+REFRESH_FACES = 4096  # training faces whose batch statistics stand in for the averaged weights' at each validation
+
+
+def _refresh_before_validation(model, faces: np.ndarray, seed: int):
+    """A callback for `--ema`, placed after SwapEMAWeights: once the averaged weights are in `model` for validation,
+    measure its batch-norm statistics again for them (`refresh_batch_norm`, on a fixed sample of `REFRESH_FACES`
+    training faces), so that validation, early stopping and the kept epoch judge the average as it will be served.
+    Otherwise the statistics are the raw weights', and validation reads low (0.742 against 0.771 at epoch 16 of a
+    60-epoch `vgg_base` run; 0.26-0.36 over its first five epochs).
+
+    Training is unaffected: in training mode batch norm uses each batch's own statistics. Keras on TensorFlow only
+    (on JAX, fit keeps the variables' values in its own state during an epoch).
+    """
+    import keras
+
+    sample = faces[np.random.default_rng(seed).permutation(len(faces))[:REFRESH_FACES]]
+
+    class RefreshBatchNorm(keras.callbacks.Callback):
+        def on_test_begin(self, logs=None):
+            refresh_batch_norm(model, sample, seed=seed)
+
+    return RefreshBatchNorm()
 
 
 def _batch_norms(layer):

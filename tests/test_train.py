@@ -414,6 +414,34 @@ def test_ema_returns_the_averaged_weights_with_their_own_batch_norm_statistics(t
     assert "--ema is a momentum" in capsys.readouterr().err
 
 
+def test_ema_validation_sees_the_averaged_weights_with_their_own_batch_norm_statistics(tmp_path, monkeypatch):
+    from fer.config import PreprocessConfig
+    from fer.registry import load_model
+
+    data = _face_data(tmp_path, per_class=8)
+    start = tmp_path / "start"
+    train.run(data, start, train.TrainConfig(arch="vgg_tiny", epochs=1, batch_size=8))
+    start_weights = [np.asarray(w) for w in load_model(start.with_suffix(".keras"))[0].trainable_weights]
+    faces, validation, _ = train.load_splits(data, CLASS_NAMES, CLASS_NAMES, PreprocessConfig())
+    measured, refresh = [], train.refresh_batch_norm
+
+    def recording_refresh(model, sample, **kwargs):  # what the model holds when its statistics are measured
+        moved = max(np.abs(np.asarray(w) - s).max() for w, s in zip(model.trainable_weights, start_weights))
+        measured.append((len(sample), moved))
+        refresh(model, sample, **kwargs)
+
+    monkeypatch.setattr(train, "refresh_batch_norm", recording_refresh)
+    rate = 3e-3
+    config = train.TrainConfig(arch="vgg_tiny", epochs=3, batch_size=8, patience=3, learning_rate=rate, ema=0.999)
+    model, history = train.fit(faces, validation, config, tmp_path / "ema", init_from=start.with_suffix(".keras"))
+    # Before each of the three validations, and once more at the end, on every training face (fewer than the
+    # sample's size here); each time the averaged weights, about one step from the start, were in the network, not
+    # the raw weights (which move several steps: the test above).
+    assert [count for count, _ in measured] == [len(faces)] * 4
+    assert all(moved < 1.5 * rate for _, moved in measured)
+    assert len(history["val_accuracy"]) == 3
+
+
 def test_refresh_batch_norm_measures_the_statistics_of_the_faces_it_is_given():
     import keras
 
