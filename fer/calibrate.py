@@ -1,6 +1,6 @@
 """Fit a model's calibration temperature on held-out faces and record its metrics in its JSON.
 
-    python -m fer.calibrate runs/NAME.keras --data ../shared/data/fer2013/validation --no-flip-average
+    python -m fer.calibrate runs/NAME.keras --data ../shared/data/fer2013 --no-flip-average
 
 fer.train does this at the end of every run. Run it again to serve a trained model with flip averaging switched
 (`--flip-average` / `--no-flip-average`): the temperature and the metrics belong to that setting. The LiteRT copy
@@ -47,7 +47,8 @@ def calibrate(model, metadata: dict, validation) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m fer.calibrate", description=__doc__.split("\n\n")[0])
     parser.add_argument("model", help="a .keras file (a version name in models/ works too)")
-    parser.add_argument("--data", required=True, help="class folders of held-out faces (the validation split)")
+    parser.add_argument("--data", required=True, help="held-out faces: a dataset root (its validation split is used) "
+                                                      "or class folders")
     flip = parser.add_mutually_exclusive_group()
     flip.add_argument("--flip-average", dest="flip_average", action="store_true", default=None,
                       help="average each face with its mirror image (two passes a face)")
@@ -57,13 +58,15 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     from fer.config import PreprocessConfig
     from fer.data import load_faces
+    from fer.gate import held_out_dir
     from fer.models import resolve_model
     from fer.registry import load_model, metadata_path, write_json_atomic
 
     try:
         path = resolve_model(args.model)
         model, metadata = load_model(path)
-        validation = load_faces(args.data, tuple(metadata["classes"]),
+        folder = held_out_dir(args.data)
+        validation = load_faces(folder, tuple(metadata["classes"]),
                                 PreprocessConfig.from_dict(metadata["preprocess"]))
     except FerError as error:
         print("error: " + " ".join(str(error).split()), file=sys.stderr)
@@ -93,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         if weights == "int8-static":
             options += f"--calibration-data {metadata.get('data', {}).get('train_dir', 'TRAIN_DIR')} "
         print(f"The LiteRT copy's check was made with the old setting and is dropped; record it again with "
-              f"`python -m fer.lite {options}--check-data {args.data} {path}`.")
+              f"`python -m fer.lite {options}--check-data {folder} {path}`.")
     return 0
 
 

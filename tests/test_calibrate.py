@@ -14,7 +14,7 @@ from conftest import write_face_tree, write_model_files
 @pytest.fixture
 def model_and_faces(tmp_path):
     path = write_model_files(tmp_path / "models", arch="vgg_tiny", make_current=False)  # JSON: flip averaging on
-    validation = write_face_tree(tmp_path / "validation", per_class=4, seed=3)
+    validation = write_face_tree(tmp_path / "data" / "validation", per_class=4, seed=3)
     return path, validation
 
 
@@ -43,13 +43,14 @@ def test_the_lite_check_of_the_old_setting_is_dropped_and_the_copy_still_serves(
     path, validation = model_and_faces
     lite.export(path, check=load_faces(validation))
     assert "check" in json.loads(path.with_suffix(".json").read_text())["lite"]
-    assert calibrate.main([str(path), "--data", str(validation)]) == 0  # setting unchanged: the check stands
+    # A dataset root means its validation split; the setting is unchanged, so the check stands.
+    assert calibrate.main([str(path), "--data", str(validation.parent)]) == 0
     assert "check" in json.loads(path.with_suffix(".json").read_text())["lite"]
 
     assert calibrate.main([str(path), "--data", str(validation), "--no-flip-average"]) == 0
     entry = json.loads(path.with_suffix(".json").read_text())["lite"]
     assert "check" not in entry and entry["file"] == "tiny.tflite"
-    assert "python -m fer.lite --check-data" in capsys.readouterr().out
+    assert f"python -m fer.lite --check-data {validation} " in capsys.readouterr().out
     assert load_predictor(path).runtime.startswith("LiteRT")
 
 
