@@ -430,7 +430,7 @@ def fit(train: FaceDataset, validation: FaceDataset, config: TrainConfig, out: P
     return model, history_dict
 
 
-REFRESH_FACES = 4096  # training faces whose batch statistics stand in for the averaged weights' at each validation
+REFRESH_FACES = 2048  # training faces whose batch statistics stand in for the averaged weights' at each validation
 
 
 def _refresh_before_validation(model, faces: np.ndarray, seed: int):
