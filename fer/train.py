@@ -398,8 +398,8 @@ def fit(train: FaceDataset, validation: FaceDataset, config: TrainConfig, out: P
         keras.callbacks.CSVLogger(str(out.with_suffix(".history.csv")), append=resuming),
     ]
     if config.ema:  # the averaged weights are in the model at each epoch's end: validated, kept as best, saved
-        callbacks[0:0] = [keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] + (
-            [_refresh_before_validation(model, train.images, config.seed)] if uses_tf_data() else [])
+        callbacks[0:0] = [keras.callbacks.SwapEMAWeights(swap_on_epoch=True),
+                          _refresh_before_validation(model, train.images, config.seed)]
     if backup_dir is not None:  # first, so a resumed run restores its state before the others look at it
         # Two states kept: a run killed while writing one resumes from the other.
         callbacks.insert(0, keras.callbacks.BackupAndRestore(str(backup_dir), double_checkpoint=True))
@@ -440,8 +440,8 @@ def _refresh_before_validation(model, faces: np.ndarray, seed: int):
     Otherwise the statistics are the raw weights', and validation reads low (0.742 against 0.771 at epoch 16 of a
     60-epoch `vgg_base` run; 0.26-0.36 over its first five epochs).
 
-    Training is unaffected: in training mode batch norm uses each batch's own statistics. Keras on TensorFlow only
-    (on JAX, fit keeps the variables' values in its own state during an epoch).
+    Training is unaffected: in training mode batch norm uses each batch's own statistics. On JAX too: validation
+    reads the variables after `on_test_begin`.
     """
     import keras
 
