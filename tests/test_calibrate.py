@@ -30,13 +30,12 @@ def test_switching_flip_averaging_refits_the_temperature_and_rewrites_the_metric
 
     # The recorded figures are what the served model now does: one pass a face, at the fitted temperature.
     predictor = load_predictor(path)
-    faces = load_faces(validation).images
+    faces = load_faces(validation)
     assert not predictor.flip_average and predictor.temperature == metadata["inference"]["temperature"]
-    one_pass = predictor.model.predict_on_batch(faces.astype(np.float32)[..., None])
-    predicted = predictor.predict_faces(faces).argmax(axis=1)
+    one_pass = predictor.model.predict_on_batch(faces.images.astype(np.float32)[..., None])
+    predicted = predictor.predict_faces(faces.images).argmax(axis=1)
     np.testing.assert_array_equal(predicted, one_pass.argmax(axis=1))
-    labels = load_faces(validation).labels
-    assert report["accuracy"] == pytest.approx(float(np.mean(predicted == labels)))
+    assert report["accuracy"] == pytest.approx(float(np.mean(predicted == faces.labels)))
 
 
 def test_the_lite_check_of_the_old_setting_is_dropped_and_the_copy_still_serves(model_and_faces, capsys):
