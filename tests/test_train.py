@@ -385,21 +385,32 @@ def test_without_tf_data_training_augments_inside_the_graph(tmp_path, monkeypatc
         train.fit(splits[0], splits[1], train.TrainConfig(arch="vgg_tiny", class_weighting=True), tmp_path / "m")
 
 
-def test_ema_returns_the_averaged_weights_with_their_own_batch_norm_statistics(tmp_path, capsys):
+def _ema_start(tmp_path):
+    """A one-epoch vgg_tiny to start averaging runs from: the data root, its .keras path, its trainable weights, and
+    the training and validation faces."""
     from fer.config import PreprocessConfig
     from fer.registry import load_model
 
     data = _face_data(tmp_path, per_class=8)
-    start = tmp_path / "start"
-    train.run(data, start, train.TrainConfig(arch="vgg_tiny", epochs=1, batch_size=8))
-    start_weights = [np.asarray(w) for w in load_model(start.with_suffix(".keras"))[0].trainable_weights]
+    train.run(data, tmp_path / "start", train.TrainConfig(arch="vgg_tiny", epochs=1, batch_size=8))
+    start = tmp_path / "start.keras"
+    start_weights = [np.asarray(w) for w in load_model(start)[0].trainable_weights]
     faces, validation, _ = train.load_splits(data, CLASS_NAMES, CLASS_NAMES, PreprocessConfig())
+    return data, start, start_weights, faces, validation
+
+
+def _moved(model, start_weights) -> float:
+    """How far `model`'s trainable weights are from `start_weights`: the largest absolute difference."""
+    return max(np.abs(np.asarray(w) - s).max() for w, s in zip(model.trainable_weights, start_weights))
+
+
+def test_ema_returns_the_averaged_weights_with_their_own_batch_norm_statistics(tmp_path, capsys):
+    data, start, start_weights, faces, validation = _ema_start(tmp_path)
     rate, moved = 3e-3, {}
     for ema in (0.0, 0.999):  # 12 Adam steps of about `rate` each from the same start
         config = train.TrainConfig(arch="vgg_tiny", epochs=3, batch_size=8, patience=3, learning_rate=rate, ema=ema)
-        model, history = train.fit(faces, validation, config, tmp_path / f"ema{ema}",
-                                   init_from=start.with_suffix(".keras"))
-        moved[ema] = max(np.abs(np.asarray(w) - s).max() for w, s in zip(model.trainable_weights, start_weights))
+        model, history = train.fit(faces, validation, config, tmp_path / f"ema{ema}", init_from=start)
+        moved[ema] = _moved(model, start_weights)
     # An average this slow stays about one step from the start (its first value): the average is what comes back,
     # not the raw weights, which went much further.
     assert moved[0.999] < 1.5 * rate < 3 * rate < moved[0.0]
@@ -415,25 +426,17 @@ def test_ema_returns_the_averaged_weights_with_their_own_batch_norm_statistics(t
 
 
 def test_ema_validation_sees_the_averaged_weights_with_their_own_batch_norm_statistics(tmp_path, monkeypatch):
-    from fer.config import PreprocessConfig
-    from fer.registry import load_model
-
-    data = _face_data(tmp_path, per_class=8)
-    start = tmp_path / "start"
-    train.run(data, start, train.TrainConfig(arch="vgg_tiny", epochs=1, batch_size=8))
-    start_weights = [np.asarray(w) for w in load_model(start.with_suffix(".keras"))[0].trainable_weights]
-    faces, validation, _ = train.load_splits(data, CLASS_NAMES, CLASS_NAMES, PreprocessConfig())
+    data, start, start_weights, faces, validation = _ema_start(tmp_path)
     measured, refresh = [], train.refresh_batch_norm
 
     def recording_refresh(model, sample, **kwargs):  # what the model holds when its statistics are measured
-        moved = max(np.abs(np.asarray(w) - s).max() for w, s in zip(model.trainable_weights, start_weights))
-        measured.append((len(sample), moved))
+        measured.append((len(sample), _moved(model, start_weights)))
         refresh(model, sample, **kwargs)
 
     monkeypatch.setattr(train, "refresh_batch_norm", recording_refresh)
     rate = 3e-3
     config = train.TrainConfig(arch="vgg_tiny", epochs=3, batch_size=8, patience=3, learning_rate=rate, ema=0.999)
-    model, history = train.fit(faces, validation, config, tmp_path / "ema", init_from=start.with_suffix(".keras"))
+    model, history = train.fit(faces, validation, config, tmp_path / "ema", init_from=start)
     # Before each of the three validations, and once more at the end, on every training face (fewer than the
     # sample's size here); each time the averaged weights, about one step from the start, were in the network, not
     # the raw weights (which move several steps: the test above).
