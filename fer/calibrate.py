@@ -5,7 +5,8 @@
 fer.train does this at the end of every run. Run it again to serve a trained model with flip averaging switched
 (`--flip-average` / `--no-flip-average`): the temperature and the metrics belong to that setting. The LiteRT copy
 stays valid (the network is unchanged), but the check recorded with it was made with the old setting, so it is
-dropped: `python -m fer.lite ... --check-data DIR` records it again.
+dropped: `python -m fer.lite ... --check-data DIR` records it again. A model in a served models folder (one with
+`current.json`) gets a `"calibrate"` event in that folder's `history.json`, since what it serves has changed.
 """
 
 from __future__ import annotations
@@ -59,8 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     from fer.config import PreprocessConfig
     from fer.data import load_faces
     from fer.gate import held_out_dir
-    from fer.models import resolve_model
-    from fer.registry import load_model, metadata_path, write_json_atomic
+    from fer.models import record_event, resolve_model
+    from fer.registry import POINTER_NAME, load_model, metadata_path, write_json_atomic
 
     try:
         path = resolve_model(args.model)
@@ -86,6 +87,10 @@ def main(argv: list[str] | None = None) -> int:
         del metadata["lite"]["check"]
     write_json_atomic(metadata_path(path), metadata)
     report = metadata["metrics"]["validation"]
+    if (path.parent / POINTER_NAME).is_file():
+        record_event({"action": "calibrate", "model": path.stem, "flip_average": inference["flip_average"],
+                      "temperature": round(inference["temperature"], 4), "accuracy_before": before,
+                      "accuracy": report["accuracy"], "data_dir": str(folder)}, path.parent)
     print(f"{path.name}: flip averaging {'on' if inference['flip_average'] else 'off'}, temperature "
           f"{inference['temperature']:.3f}; on {report['n_images']} faces accuracy {report['accuracy']:.4f}"
           + (f" (was {before:.4f})" if before is not None else "") + f", macro-F1 {report['macro_f1']:.4f}, "

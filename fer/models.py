@@ -7,8 +7,10 @@
 
 A version is a model's file stem (`models/NAME.keras` with `models/NAME.json`). Every move of `models/current.json`
 goes through `move_pointer`, which appends an event to `models/history.json`:
-{"events": [{"time", "action": "promote" | "use" | "rollback", "model", "previous", ...}]}. Candidates the gate
-rejected live in `models/candidates/` with `"status": "rejected"` and the reason in their JSON.
+{"events": [{"time", "action": "promote" | "use" | "rollback", "model", "previous", ...}]}. The same file records
+what did not move the pointer: the gate's rejections (`"reject"`) and `fer.calibrate` re-fitting a served model
+(`"calibrate"`). Candidates the gate rejected live in `models/candidates/` with `"status": "rejected"` and the reason
+in their JSON.
 """
 
 from __future__ import annotations

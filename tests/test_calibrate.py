@@ -53,6 +53,26 @@ def test_the_lite_check_of_the_old_setting_is_dropped_and_the_copy_still_serves(
     assert load_predictor(path).runtime.startswith("LiteRT")
 
 
+def test_a_served_models_folder_records_the_change_in_its_history(tmp_path):
+    from fer.models import read_history, rollback_target
+
+    path = write_model_files(tmp_path / "models", arch="vgg_tiny")  # marked current
+    validation = write_face_tree(tmp_path / "data" / "validation", per_class=4, seed=3)
+    assert calibrate.main([str(path), "--data", str(validation), "--no-flip-average"]) == 0
+    [event] = read_history(path.parent)
+    metadata = json.loads(path.with_suffix(".json").read_text())
+    assert event["action"] == "calibrate" and event["model"] == "tiny" and event["flip_average"] is False
+    assert event["accuracy"] == metadata["metrics"]["validation"]["accuracy"] and event["accuracy_before"] is None
+    with pytest.raises(Exception, match="no model before"):  # not a move of the pointer: nothing to roll back to
+        rollback_target(path.parent)
+
+
+def test_a_model_outside_a_served_folder_writes_no_history(model_and_faces):
+    path, validation = model_and_faces
+    assert calibrate.main([str(path), "--data", str(validation)]) == 0
+    assert not (path.parent / "history.json").exists()
+
+
 def test_bad_arguments_fail_cleanly_and_leave_the_json_alone(model_and_faces, tmp_path, capsys):
     path, validation = model_and_faces
     before = path.with_suffix(".json").read_text()
