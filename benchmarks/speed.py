@@ -4,7 +4,7 @@
     python benchmarks/speed.py --json runs/speed.json           # also write every figure as JSON
     python benchmarks/speed.py --investigate                    # also runtimes, flip averaging, detection, threads (+5 min)
     python benchmarks/speed.py --quick                          # short timings, one cold start: for trying changes
-    python benchmarks/speed.py --model models/vgg_small.keras   # another model (default: what models/current.json names)
+    python benchmarks/speed.py --model models/vgg_small_reg.keras   # another model (default: what models/current.json names)
 
 The PyPI package runs in its own virtual environment, outside this project, because it has our import name
 (benchmarks/README.md shows how to make it); --fer-python points at its interpreter.

@@ -1,7 +1,7 @@
 """The gate between a retrained candidate and the served model: compare on one held-out set, then promote or reject.
 
     python -m fer.gate models/vgg_small-20260101-120000.keras --data ../shared/data/fer2013
-    python -m fer.gate models/NAME.keras --current models/vgg_small.keras --data photos/held_out --dry-run
+    python -m fer.gate models/NAME.keras --current models/vgg_small_reg.keras --data photos/held_out --dry-run
 
 Both models are scored by `fer.evaluate.evaluate` on the same folder (a dataset root means its validation split).
 The rule (`GateRule`): the candidate is promoted only if its macro-F1 is at most `max_macro_f1_drop` (0.005) below

@@ -1,6 +1,6 @@
 """A model's LiteRT copy: NAME.tflite beside NAME.keras, run by the TFLite interpreter (XNNPACK).
 
-    python -m fer.lite models/vgg_small.keras     # write models/vgg_small.tflite and record it in vgg_small.json
+    python -m fer.lite models/NAME.keras     # write models/NAME.tflite (float32) and record it in NAME.json
     python -m fer.lite --int8 --check-data ../shared/data/fer2013/validation models/vgg_small_reg.keras
 
 For the batches that photos and webcam frames make (a few faces and their mirror images) the interpreter takes less
