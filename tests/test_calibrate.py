@@ -54,6 +54,7 @@ def test_the_lite_check_of_the_old_setting_is_dropped_and_the_copy_still_serves(
 
 
 def test_a_served_models_folder_records_the_change_in_its_history(tmp_path):
+    from fer.errors import ModelError
     from fer.models import read_history, rollback_target
 
     path = write_model_files(tmp_path / "models", arch="vgg_tiny")  # marked current
@@ -63,7 +64,7 @@ def test_a_served_models_folder_records_the_change_in_its_history(tmp_path):
     metadata = json.loads(path.with_suffix(".json").read_text())
     assert event["action"] == "calibrate" and event["model"] == "tiny" and event["flip_average"] is False
     assert event["accuracy"] == metadata["metrics"]["validation"]["accuracy"] and event["accuracy_before"] is None
-    with pytest.raises(Exception, match="no model before"):  # not a move of the pointer: nothing to roll back to
+    with pytest.raises(ModelError, match="no model before"):  # not a move of the pointer: nothing to roll back to
         rollback_target(path.parent)
 
 
