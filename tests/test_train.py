@@ -359,10 +359,8 @@ def test_numpy_batches_reshuffle_every_epoch_and_blend_faces_with_their_targets(
     np.testing.assert_allclose(images[:, 0, 0, 0], blended @ levels, atol=1e-3)  # each face blended as its target
 
 
-def test_without_tf_data_training_augments_inside_the_graph(tmp_path, monkeypatch):
+def test_without_tf_data_training_augments_each_batch(tmp_path, monkeypatch):
     """The path JAX and PyTorch take (a lent GPU machine has no TensorFlow), run here on TensorFlow."""
-    from fer.model import build_model
-
     monkeypatch.setattr(train, "uses_tf_data", lambda: False)
     data = _face_data(tmp_path, per_class=8)
     out = tmp_path / "models" / "numpy_path"
@@ -372,17 +370,42 @@ def test_without_tf_data_training_augments_inside_the_graph(tmp_path, monkeypatc
     assert metadata["epochs_run"] == 2 and metadata["metrics"]["validation"]["n_images"] == 12
     served = load_predictor(out.with_suffix(".keras")).model
     assert served.name == "vgg_tiny" and not any("augment" in layer.name for layer in served.layers)
+    # Online distillation takes the same path: the teacher scores each batch as the student sees it.
+    student = tmp_path / "models" / "numpy_student"
+    assert train.main(["--data", str(data), "--arch", "vgg_tiny", "--epochs", "1", "--batch-size", "8",
+                       "--teacher", str(out.with_suffix(".keras")), "--online-teacher", "--out", str(student)]) == 0
+    assert json.loads(student.with_suffix(".json").read_text())["train_config"]["teacher_online"] is True
 
-    network = build_model("vgg_tiny")
-    trainer = train.with_augmentation(network, train.TrainConfig(erasing=1.0))
+    assert train.batch_augmenter(train.TrainConfig(augment=False)) is None
+    augment = train.batch_augmenter(train.TrainConfig(erasing=1.0))
     faces = np.random.default_rng(0).uniform(0, 255, (4, 48, 48, 1)).astype(np.float32)
-    np.testing.assert_allclose(trainer(faces, training=False), network(faces, training=False), rtol=1e-5)
-    assert not np.allclose(trainer.layers[1](faces, training=True), faces)  # augments in training only
-    assert train.with_augmentation(network, train.TrainConfig(augment=False)) is network
+    first, second = augment(faces), augment(faces)
+    assert first.shape == faces.shape and first.dtype == np.float32
+    assert not np.allclose(first, faces) and not np.allclose(first, second)  # new random draws every batch
 
     splits = train.load_splits(data, CLASS_NAMES, CLASS_NAMES, train.PreprocessConfig())
-    with pytest.raises(ValueError, match="need Keras on TensorFlow"):
+    with pytest.raises(ValueError, match="needs Keras on TensorFlow"):
         train.fit(splits[0], splits[1], train.TrainConfig(arch="vgg_tiny", class_weighting=True), tmp_path / "m")
+
+
+def test_numpy_batches_augment_each_face_before_mixup_and_ask_the_teacher_after():
+    faces = np.full((6, 48, 48), 100, dtype=np.uint8)
+    labels = np.eye(4, dtype=np.float32)[[0, 1, 2, 3, 0, 1]]
+    seen = []
+
+    class Teacher:
+        def predict_on_batch(self, images):
+            seen.append(images.copy())
+            return np.tile(np.array([[0.1, 0.2, 0.3, 0.4]], dtype=np.float32), (len(images), 1))
+
+    config = train.TrainConfig(batch_size=6, mixup=0.4, teacher_weight=0.7)
+    batches = train.numpy_batches(faces, labels, config, augment=lambda batch: batch + 1.0, teacher=Teacher())
+    images, targets = batches[0]
+    np.testing.assert_allclose(images, 101.0)  # augmented first; blending equal faces keeps them equal
+    np.testing.assert_array_equal(seen[0], images)  # the teacher saw the batch the student trains on
+    np.testing.assert_allclose(targets.sum(axis=1), 1.0, rtol=1e-6)
+    mixed = (targets - 0.7 * np.array([0.1, 0.2, 0.3, 0.4])) / 0.3  # what remains is the blended one-hot labels
+    assert (mixed > -1e-5).all() and (mixed.max(axis=1) < 1 - 1e-6).any()
 
 
 def _ema_start(tmp_path):
