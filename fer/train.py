@@ -333,6 +333,8 @@ def online_teacher(config: TrainConfig, classes: tuple[str, ...], image_size: in
     if len(networks) == 1:
         teacher = networks[0]
     else:
+        for number, network in enumerate(networks, 1):  # a functional model needs unique names: same-arch teachers
+            network.name = f"teacher_{number}_{network.name}"
         inputs = keras.Input(shape=(image_size, image_size, 1))
         teacher = keras.Model(inputs, layers.Average(dtype="float32")([net(inputs) for net in networks]),
                               name="ensemble_teacher")
