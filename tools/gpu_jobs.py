@@ -4,9 +4,12 @@ trip back (docs/gpu_training.md).
     python3 tools/gpu_jobs.py tools/jobs/NAME.txt --out $OUT --budget 540
 
 A jobs file holds one job a line, highest priority first: a name, then `fer.train` arguments (no `--out`); `#`
-starts a comment. The jobs start together. Once each has run two epochs the script projects when each will end; while
-one would end after the budget, it stops the lowest-priority job still running, so the others get the GPU's time. At
-the budget it stops whatever still runs.
+starts a comment. A line `--- SECONDS` starts a later phase, given that many seconds of the budget; a phase starts when
+the one before has ended, and `{work}` in its arguments is the folder where earlier jobs left their models (so a
+student can name `--teacher {work}/a.keras {work}/b.keras`; teachers that did not finish are left out of the list).
+The jobs of a phase start together. Once each has run two epochs the script projects when each will end; while one
+would end after its phase's share of the budget, it stops the lowest-priority job still running, so the others get
+the GPU's time. At the end of its share it stops whatever still runs.
 
 Under `--out` it leaves what the device tool can return (at most 8 files of 16 MiB): `jobs.log` (a summary and the
 end of each job's log), `meta.tgz` (each job's JSON, history CSV, curves and log) and the `.keras` files of the
@@ -31,19 +34,41 @@ RETURN_FILES = 8  # the device tool returns at most 8 files ...
 RETURN_BYTES = 62 * 2**20  # ... and 64 MiB in all; keep a margin for the log and meta.tgz
 FINISH_SECONDS = 45  # after its last epoch a job calibrates, scores and saves
 EPOCH_LINE = re.compile(r"val_accuracy: ")  # Keras (verbose=2) prints one such line as each epoch ends
+TRAIN = [sys.executable, "-m", "fer.train"]
 
 
-def read_jobs(path: str | Path) -> list[tuple[str, list[str]]]:
-    jobs = []
+def read_jobs(path: str | Path) -> list[tuple[float | None, list[tuple[str, list[str]]]]]:
+    """[(seconds or None for the first phase, [(name, arguments), ...]), ...]"""
+    phases: list[tuple[float | None, list]] = [(None, [])]
     for line in Path(path).read_text().splitlines():
         words = shlex.split(line, comments=True)
-        if words:
-            if "--out" in words:
-                raise SystemExit(f"{path}: job {words[0]} names --out; the script sets it.")
-            jobs.append((words[0], words[1:]))
-    if len({name for name, _ in jobs}) != len(jobs):
+        if not words:
+            continue
+        if words[0] == "---":
+            if len(words) != 2 or not words[1].replace(".", "", 1).isdigit():
+                raise SystemExit(f"{path}: a phase line is `--- SECONDS`; got {line.strip()!r}.")
+            phases.append((float(words[1]), []))
+        elif "--out" in words:
+            raise SystemExit(f"{path}: job {words[0]} names --out; the script sets it.")
+        else:
+            phases[-1][1].append((words[0], words[1:]))
+    names = [name for _, jobs in phases for name, _ in jobs]
+    if len(set(names)) != len(names):
         raise SystemExit(f"{path}: two jobs share a name.")
-    return jobs
+    if any(not jobs for _, jobs in phases):
+        raise SystemExit(f"{path}: a phase has no jobs.")
+    return phases
+
+
+def with_work(args: list[str], work: Path) -> list[str] | None:
+    """`args` with `{work}` filled in and the teachers that are not there left out; None if no teacher is left."""
+    args = [arg.replace("{work}", str(work)) for arg in args]
+    if "--teacher" not in args:
+        return args
+    start = args.index("--teacher") + 1
+    end = next((i for i in range(start, len(args)) if args[i].startswith("--")), len(args))
+    teachers = [path for path in args[start:end] if Path(path).is_file()]
+    return args[:start] + teachers + args[end:] if teachers else None
 
 
 def epochs_of(args: list[str]) -> int:
@@ -60,7 +85,7 @@ class Job:
         self.stopped = ""
 
     def start(self) -> None:
-        command = [sys.executable, "-m", "fer.train", *self.args, "--out", str(self.stem)]
+        command = [*TRAIN, *self.args, "--out", str(self.stem)]
         with open(self.log, "w") as log:
             log.write(" ".join(command) + "\n")
             log.flush()
@@ -103,6 +128,7 @@ class Job:
 
 
 def run(jobs: list[Job], budget: float, poll_seconds: float = 10.0) -> None:
+    """Run `jobs` together until they end, stopping the lowest-priority ones that would overrun `budget` seconds."""
     start = time.monotonic()
     deadline = start + budget
     for job in jobs:
@@ -132,13 +158,15 @@ def run(jobs: list[Job], budget: float, poll_seconds: float = 10.0) -> None:
 
 
 def pack(jobs: list[Job], out: Path) -> None:
+    """meta.tgz with every job's JSON, history, curves and log, and the models of the first `jobs` that fit."""
     out.mkdir(parents=True, exist_ok=True)
     with tarfile.open(out / "meta.tgz", "w:gz") as tar:
         for job in jobs:
             for suffix in (".json", ".history.csv", ".curves.png"):
                 if job.stem.with_suffix(suffix).is_file():
                     tar.add(job.stem.with_suffix(suffix), arcname=job.stem.with_suffix(suffix).name)
-            tar.add(job.log, arcname=job.log.name)
+            if job.log.is_file():
+                tar.add(job.log, arcname=job.log.name)
     files, size = 2, (out / "meta.tgz").stat().st_size + 2**20
     for job in jobs:
         model = job.stem.with_suffix(".keras")
@@ -161,20 +189,40 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="where the returned files go ($OUT on the device)")
     parser.add_argument("--work", default="/tmp/gpu_jobs", help="where the jobs write their models and logs")
     parser.add_argument("--budget", type=float, default=540, help="seconds from the start until every job stops")
+    parser.add_argument("--poll", type=float, default=10.0, help="seconds between looks at the jobs' progress")
     args = parser.parse_args(argv)
 
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
-    jobs = [Job(name, job_args, work) for name, job_args in read_jobs(args.jobs)]
+    phases = read_jobs(args.jobs)
+    later = sum(seconds for seconds, _ in phases[1:])
+    if later >= args.budget:
+        raise SystemExit(f"The later phases take {later:.0f} s of a {args.budget:.0f} s budget; none is left for the first.")
+    phase_jobs: list[list[Job]] = []
     began = time.monotonic()
     try:
-        run(jobs, args.budget)
+        for number, (seconds, phase) in enumerate(phases):
+            share = args.budget - later - (time.monotonic() - began) if seconds is None else (
+                args.budget - (time.monotonic() - began) - sum(s for s, _ in phases[number + 1:]))
+            ready = []
+            for name, job_args in phase:
+                filled = with_work(job_args, work)
+                if filled is None:
+                    print(f"{name}: none of its teachers finished; not started", flush=True)
+                    continue
+                ready.append(Job(name, filled, work))
+            print(f"phase {number + 1}: {', '.join(job.name for job in ready) or 'nothing to run'}, "
+                  f"{share:.0f} s", flush=True)
+            phase_jobs.append(ready)
+            if ready and share > 0:
+                run(ready, share, args.poll)
     finally:
+        jobs = [job for phase in reversed(phase_jobs) for job in phase]  # the last phase's models come back first
         for job in jobs:
             job.stop("stopped on exit")
         lines = [f"{len(jobs)} jobs, {time.monotonic() - began:.0f} s"] + [job.summary() for job in jobs]
         pack(jobs, Path(args.out))
-        for job in jobs:
+        for job in (job for job in jobs if job.log.is_file()):
             tail = job.log.read_text(errors="replace").splitlines()[-12:]
             lines += ["", f"== {job.name} (last lines)"] + tail
         (Path(args.out) / "jobs.log").write_text("\n".join(lines) + "\n")
