@@ -110,13 +110,29 @@ def test_erasing_and_mixup_change_training_batches_only():
 
 def test_erasing_and_mixup_flags_reach_the_json(tmp_path, capsys):
     data = _face_data(tmp_path, per_class=8)
-    out = tmp_path / "models" / "regularised"
+    out = tmp_path / "models" / "blur0.3"  # a dot in the name is part of it, not a suffix to replace
     assert train.main(["--data", str(data), "--arch", "vgg_tiny", "--epochs", "1", "--batch-size", "8",
-                       "--erasing", "0.5", "--mixup", "0.2", "--out", str(out)]) == 0
-    config = json.loads(out.with_suffix(".json").read_text())["train_config"]
-    assert config["erasing"] == 0.5 and config["mixup"] == 0.2
+                       "--erasing", "0.5", "--mixup", "0.2", "--blur", "0.3", "--out", str(out)]) == 0
+    assert {"blur0.3.keras", "blur0.3.json", "blur0.3.history.csv"} <= {f.name for f in out.parent.iterdir()}
+    config = json.loads((out.parent / "blur0.3.json").read_text())["train_config"]
+    assert config["erasing"] == 0.5 and config["mixup"] == 0.2 and config["blur"] == 0.3
     assert train.main(["--data", str(data), "--erasing", "2", "--out", str(tmp_path / "m")]) == 2
     assert "--erasing" in capsys.readouterr().err
+    assert train.main(["--data", str(data), "--blur", "-0.1", "--out", str(tmp_path / "m")]) == 2
+    assert "--blur" in capsys.readouterr().err
+
+
+def test_blur_softens_the_share_of_faces_it_is_given():
+    import keras
+
+    keras.utils.set_random_seed(0)  # the sigma is drawn per batch: near its low end (0.1) a blur changes little
+    faces = np.random.default_rng(0).uniform(0, 255, (8, 48, 48, 1)).astype(np.float32)
+    blur = train.augmenter(blur=1.0).layers[-1]
+    assert type(blur).__name__ == "RandomGaussianBlur"
+    blurred = np.asarray(blur(faces, training=True))
+    assert (blurred.std(axis=(1, 2, 3)) < 0.9 * faces.std(axis=(1, 2, 3))).all()  # at share 1, every face
+    np.testing.assert_array_equal(np.asarray(blur(faces, training=False)), faces)
+    assert not any(type(layer).__name__ == "RandomGaussianBlur" for layer in train.augmenter().layers)
 
 
 def test_optimizers_apply_decoupled_weight_decay():

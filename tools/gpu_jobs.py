@@ -84,6 +84,9 @@ class Job:
         self.ends: list[float] = []  # when each epoch ended, as first seen
         self.stopped = ""
 
+    def file(self, suffix: str) -> Path:
+        return self.stem.with_name(self.stem.name + suffix)  # as fer.train names them (a name may hold a dot)
+
     def start(self) -> None:
         command = [*TRAIN, *self.args, "--out", str(self.stem)]
         with open(self.log, "w") as log:
@@ -116,8 +119,8 @@ class Job:
             self.stopped = why
 
     def summary(self) -> str:
-        path = self.stem.with_suffix(".json")
-        if not path.is_file() or not self.stem.with_suffix(".keras").is_file():
+        path = self.file(".json")
+        if not path.is_file() or not self.file(".keras").is_file():
             code = self.process.returncode if self.process else None
             return f"{self.name}: no model ({self.stopped or f'exit {code}'}; {len(self.ends)}/{self.epochs} epochs)"
         metadata = json.loads(path.read_text())
@@ -163,14 +166,14 @@ def pack(jobs: list[Job], out: Path) -> None:
     with tarfile.open(out / "meta.tgz", "w:gz") as tar:
         for job in jobs:
             for suffix in (".json", ".history.csv", ".curves.png"):
-                if job.stem.with_suffix(suffix).is_file():
-                    tar.add(job.stem.with_suffix(suffix), arcname=job.stem.with_suffix(suffix).name)
+                if job.file(suffix).is_file():
+                    tar.add(job.file(suffix), arcname=job.file(suffix).name)
             if job.log.is_file():
                 tar.add(job.log, arcname=job.log.name)
     files, size = 2, (out / "meta.tgz").stat().st_size + 2**20
     for job in jobs:
-        model = job.stem.with_suffix(".keras")
-        if not (model.is_file() and job.stem.with_suffix(".json").is_file()):
+        model = job.file(".keras")
+        if not (model.is_file() and job.file(".json").is_file()):
             continue
         parts = -(-model.stat().st_size // PART_BYTES)
         if files + parts > RETURN_FILES or size + model.stat().st_size > RETURN_BYTES:
