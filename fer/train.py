@@ -257,12 +257,13 @@ def numpy_batches(faces: np.ndarray, targets: np.ndarray, config: TrainConfig, a
 
 def batch_augmenter(config: TrainConfig, image_size: int = 48):
     """`augmenter(config.erasing, config.blur)` as a function of a float32 (B, S, S, 1) NumPy batch, for
-    `numpy_batches`; None without `config.augment`. On JAX it is compiled once (`jax.jit` of the layers' stateless call, the random state
-    carried from call to call) and runs on the accelerator.
+    `numpy_batches` (clipped to [0, 255], as `make_dataset` does); None without `config.augment`. On JAX it is
+    compiled once (`jax.jit` of the layers' stateless call, the random state carried from call to call) and runs on
+    the accelerator.
 
     It runs apart from the training step because Keras' rotation, shift and zoom layers are slow inside a compiled
-    JAX training step: on a lent H200, `vgg_base` took 4 ms a step without augmentation and 525 ms with it; on CPU
-    here, `vgg_tiny` 239 ms against 544 ms, while the same layers compiled on their own take 16 ms a batch of 64.
+    JAX training step: on a lent H200 a `vgg_base` step took 525 ms with them and 4 ms without;
+    `benchmarks/train_step.py --arch vgg_tiny` on CPU here: 227 ms without, 625 inside the step, 279 this way.
     """
     import threading
 
@@ -273,7 +274,7 @@ def batch_augmenter(config: TrainConfig, image_size: int = 48):
     layer = augmenter(config.erasing, config.blur)
     layer.build((None, image_size, image_size, 1))
     if keras.backend.backend() != "jax":
-        return lambda batch: keras.ops.convert_to_numpy(layer(batch, training=True))
+        return lambda batch: np.clip(keras.ops.convert_to_numpy(layer(batch, training=True)), 0, 255)
     import jax
 
     step = jax.jit(lambda state, batch: layer.stateless_call([], state, batch, training=True))
@@ -284,7 +285,7 @@ def batch_augmenter(config: TrainConfig, image_size: int = 48):
         nonlocal state
         with lock:
             images, state = step(state, batch)
-        return np.asarray(images)
+        return np.clip(np.asarray(images), 0, 255)
 
     return augment
 
@@ -755,7 +756,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--erasing", type=float, default=defaults.erasing,
                         help="share of training faces with a random rectangle replaced by noise (0-1; 0 = off)")
     parser.add_argument("--blur", type=float, default=defaults.blur,
-                        help=f"share of training faces blurred, sigma {BLUR_SIGMA[0]}-{BLUR_SIGMA[1]} pixels (0-1; 0 = off)")
+                        help=f"share of training faces blurred, sigma {BLUR_SIGMA[0]}-{BLUR_SIGMA[1]} pixels "
+                             "(0-1; 0 = off)")
     parser.add_argument("--mixup", type=float, default=defaults.mixup, help="MixUp alpha for training batches (0 = off)")
     parser.add_argument("--extra-classes", nargs="+", default=[], metavar="CLASS",
                         help="more class folders to train on (e.g. angry fear disgust); the saved model predicts only "

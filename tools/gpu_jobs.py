@@ -13,7 +13,8 @@ the GPU's time. At the end of its share it stops whatever still runs.
 
 Under `--out` it leaves what the device tool can return (at most 8 files of 16 MiB): `jobs.log` (a summary and the
 end of each job's log), `meta.tgz` (each job's JSON, history CSV, curves and log) and the `.keras` files of the
-highest-priority finished jobs that fit, split into 15 MiB parts (`NAME.keras.part-aa`, ...; join with `cat`).
+finished jobs that fit, the last phase's first, each phase's in priority order, split into 15 MiB parts
+(`NAME.keras.part-aa`, ...; join with `cat`).
 """
 
 from __future__ import annotations
