@@ -182,7 +182,7 @@ def pack(jobs: list[Job], out: Path) -> None:
             continue
         data = model.read_bytes()
         for k in range(parts):
-            suffix = "aa" if k == 0 else chr(ord("a") + k // 26) + chr(ord("a") + k % 26)
+            suffix = chr(ord("a") + k // 26) + chr(ord("a") + k % 26)  # aa, ab, ... as `split` names them
             (out / f"{model.name}.part-{suffix}").write_bytes(data[k * PART_BYTES:(k + 1) * PART_BYTES])
         files, size = files + parts, size + len(data)
 
@@ -205,9 +205,9 @@ def main(argv: list[str] | None = None) -> int:
     phase_jobs: list[list[Job]] = []
     began = time.monotonic()
     try:
-        for number, (seconds, phase) in enumerate(phases):
-            share = args.budget - later - (time.monotonic() - began) if seconds is None else (
-                args.budget - (time.monotonic() - began) - sum(s for s, _ in phases[number + 1:]))
+        for number, (_, phase) in enumerate(phases):
+            # What is left of the budget, less what the later phases are promised.
+            share = args.budget - (time.monotonic() - began) - sum(s for s, _ in phases[number + 1:])
             ready = []
             for name, job_args in phase:
                 filled = with_work(job_args, work)
