@@ -86,6 +86,12 @@ def _vgg_base(inputs, num_classes: int):
     return _vgg(inputs, num_classes, (64, 128, 256, 512), flatten=True, dense=512)
 
 
+def _vgg_base_slim(inputs, num_classes: int):
+    """vgg_base at 3/4 width (48-384 filters, the same head): 56% of its compute, so pruned from a trained vgg_base
+    (fer.prune) and trained on with it as teacher it fits the 1,000 faces/s budget on two cores."""
+    return _vgg(inputs, num_classes, (48, 96, 192, 384), flatten=True, dense=512)
+
+
 ARCHITECTURES = {
     "seed_cnn": _seed_cnn,
     "vgg_small": _vgg_small,
@@ -93,6 +99,7 @@ ARCHITECTURES = {
     "vgg_wide": _vgg_wide,
     "vgg_flat": _vgg_flat,
     "vgg_base": _vgg_base,
+    "vgg_base_slim": _vgg_base_slim,
 }
 
 
