@@ -92,6 +92,11 @@ def _vgg_base_slim(inputs, num_classes: int):
     return _vgg(inputs, num_classes, (48, 96, 192, 384), flatten=True, dense=512)
 
 
+def _vgg_base_trim(inputs, num_classes: int):
+    """vgg_base at 7/8 width (56-448 filters, the same head): 77% of its compute, pruned less than vgg_base_slim."""
+    return _vgg(inputs, num_classes, (56, 112, 224, 448), flatten=True, dense=512)
+
+
 ARCHITECTURES = {
     "seed_cnn": _seed_cnn,
     "vgg_small": _vgg_small,
@@ -100,6 +105,7 @@ ARCHITECTURES = {
     "vgg_flat": _vgg_flat,
     "vgg_base": _vgg_base,
     "vgg_base_slim": _vgg_base_slim,
+    "vgg_base_trim": _vgg_base_trim,
 }
 
 
