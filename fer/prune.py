@@ -25,8 +25,6 @@ import numpy as np
 
 from fer.errors import FerError, ModelError
 
-logger = logging.getLogger(__name__)
-
 
 def _strongest(scores: np.ndarray, count: int) -> np.ndarray:
     """Indices of the `count` largest scores, in their original order (so channel order is kept)."""
@@ -105,14 +103,15 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.arch not in ARCHITECTURES:
         parser.error(f"unknown --arch {args.arch!r}; choose one of {', '.join(sorted(ARCHITECTURES))}")
+    from fer.registry import beside, save_weights_only_model, write_json_atomic
+
     out = Path(args.out)
     out = out.with_name(out.name.removesuffix(".keras"))
-    if out.with_suffix(".keras").exists() or out.with_suffix(".json").exists():
+    if beside(out, ".keras").exists() or beside(out, ".json").exists():
         print(f"error: {out}.keras or .json already exists; choose a new --out.", file=sys.stderr)
         return 1
     try:
         from fer.models import resolve_model
-        from fer.registry import save_weights_only_model, write_json_atomic
 
         source_path = resolve_model(args.model)
         model, source = prune(source_path, args.arch)
@@ -134,8 +133,8 @@ def main(argv: list[str] | None = None) -> int:
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
     out.parent.mkdir(parents=True, exist_ok=True)
-    save_weights_only_model(model, out.with_suffix(".keras"))
-    write_json_atomic(out.with_suffix(".json"), metadata)
+    save_weights_only_model(model, beside(out, ".keras"))
+    write_json_atomic(beside(out, ".json"), metadata)
     print(f"wrote {out}.keras: {args.arch}, {metadata['parameters']:,} parameters, from {source_path.name}. "
           f"Train it before serving: python -m fer.train --init-from {out}.keras "
           f"--teacher {source_path} --online-teacher ...")

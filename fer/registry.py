@@ -17,6 +17,12 @@ from fer.errors import ModelError
 POINTER_NAME = "current.json"
 
 
+def beside(stem: Path, suffix: str) -> Path:
+    """`stem` + `suffix`: the files of the model an `--out` stem names. Not Path.with_suffix, which would take the
+    ".3" of `runs/blur0.3` for a suffix and write `runs/blur0.keras`."""
+    return stem.with_name(stem.name + suffix)
+
+
 def metadata_path(model_path: str | Path) -> Path:
     return Path(model_path).with_suffix(".json")
 

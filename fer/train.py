@@ -61,7 +61,7 @@ from fer.config import CLASS_NAMES, PreprocessConfig
 from fer.errors import DataError, FerError, ModelError
 from fer.data import FaceDataset, find_split, is_packed, load_faces, load_packed
 from fer.calibrate import calibrate
-from fer.registry import current_model_path, read_metadata, save_weights_only_model, write_json_atomic
+from fer.registry import beside, current_model_path, read_metadata, save_weights_only_model, write_json_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -434,7 +434,7 @@ def fit(train: FaceDataset, validation: FaceDataset, config: TrainConfig, out: P
     callbacks = [
         _epoch_timer(),  # before the CSV logger, which then records each epoch's seconds
         keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max", patience=config.patience, restore_best_weights=True),
-        keras.callbacks.CSVLogger(str(_beside(out, ".history.csv")), append=resuming),
+        keras.callbacks.CSVLogger(str(beside(out, ".history.csv")), append=resuming),
     ]
     if config.ema:  # the averaged weights are in the model at each epoch's end: validated, kept as best, saved
         callbacks[0:0] = [keras.callbacks.SwapEMAWeights(swap_on_epoch=True),
@@ -458,7 +458,7 @@ def fit(train: FaceDataset, validation: FaceDataset, config: TrainConfig, out: P
     if backup_dir is not None:  # a resumed run's History holds only its own epochs; the CSV holds them all
         import pandas as pd
 
-        logged = pd.read_csv(_beside(out, ".history.csv"))
+        logged = pd.read_csv(beside(out, ".history.csv"))
         history_dict = {key: logged[key].astype(float).tolist() for key in logged.columns if key != "epoch"}
     else:
         history_dict = {key: [float(v) for v in values] for key, values in history.history.items()}
@@ -578,12 +578,6 @@ def _progress_callback(progress, epochs: int):
     return ProgressCallback()
 
 
-def _beside(stem: Path, suffix: str) -> Path:
-    """`stem` + `suffix`: the files of the model `--out` names. Not Path.with_suffix, which would take the ".3" of
-    `runs/blur0.3` for a suffix and write `runs/blur0.keras`."""
-    return stem.with_name(stem.name + suffix)
-
-
 def plot_history(history: dict, path: Path) -> None:
     import matplotlib
 
@@ -626,8 +620,8 @@ def run(data_root: str | Path, out: Path, config: TrainConfig = TrainConfig(), p
     # (a static-range copy calibrated again, on the new training faces).
     parent_weights = (parent.get("lite") or {}).get("weights") if parent is not None else None
     int8 = int8 or parent_weights in ("int8", "int8-static")
-    if (corrections is not None or parent is not None) and _beside(out, ".keras").exists():
-        raise ModelError(f"{_beside(out, '.keras')} already exists; choose a new --out so the model it would "
+    if (corrections is not None or parent is not None) and beside(out, ".keras").exists():
+        raise ModelError(f"{beside(out, '.keras')} already exists; choose a new --out so the model it would "
                          "replace stays available to the gate and to rollback.")
     report(0.0, "loading faces")
     if config.extra_classes and parent is not None:
@@ -718,7 +712,7 @@ def retrain_from_corrections(labels_path: str | Path, data_root: str | Path, pro
     run(data_root, out, config, labels_path=labels_path, init_from=current,
         progress=lambda fraction, message: report(0.9 * fraction, message), argv=argv)
     report(0.9, "comparing with the current model")
-    result = gate(_beside(out, ".keras"), current, find_split(data_root, "validation"), rule or GateRule())
+    result = gate(beside(out, ".keras"), current, find_split(data_root, "validation"), rule or GateRule())
     apply_decision(result, models_dir)
     report(1.0, f"{result.status}: {result.reason}")
     return result
@@ -836,16 +830,16 @@ def main(argv: list[str] | None = None) -> int:
         init_spec = args.init_from or ("current" if args.fine_tune else None)
         init_from = resolve_model(init_spec, out.parent) if init_spec else None
         current = current_model_path(out.parent) if args.gate else None  # checked before training: the gate needs it
-        if args.gate and _beside(out, ".keras").exists():
-            raise ModelError(f"{_beside(out, '.keras')} already exists; the gate needs a new --out.")
+        if args.gate and beside(out, ".keras").exists():
+            raise ModelError(f"{beside(out, '.keras')} already exists; the gate needs a new --out.")
         metadata = run(args.data, out, config, preprocess, labels_path=args.labels, init_from=init_from, argv=argv,
                        backup_dir=args.backup_dir, int8=args.int8)
         if args.make_current:
-            move_pointer(_beside(out, ".keras"), "use", out.parent, reason="fer.train --make-current")
-            logger.info("models/current.json now points at %s", _beside(out, ".keras").name)
+            move_pointer(beside(out, ".keras"), "use", out.parent, reason="fer.train --make-current")
+            logger.info("models/current.json now points at %s", beside(out, ".keras").name)
         result = None
         if args.gate:
-            result = fer_gate.gate(_beside(out, ".keras"), current, metadata["data"]["validation_dir"],
+            result = fer_gate.gate(beside(out, ".keras"), current, metadata["data"]["validation_dir"],
                                    fer_gate.rule_from_args(args))
             fer_gate.apply_decision(result, out.parent)
     except FerError as error:
@@ -853,7 +847,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     validation_report = metadata["metrics"]["validation"]
     print(f"validation accuracy {validation_report['accuracy']:.4f}  macro-F1 {validation_report['macro_f1']:.4f}  "
-          f"({metadata['training_seconds'] / 60:.1f} min)  -> {_beside(out, '.keras')}")
+          f"({metadata['training_seconds'] / 60:.1f} min)  -> {beside(out, '.keras')}")
     if "corrections" in metadata:
         print(fer_corrections.CorrectionSummary(**metadata["corrections"]).describe())
     if result is not None:
@@ -889,15 +883,15 @@ def finish(model, config: TrainConfig, preprocess: PreprocessConfig, validation:
         **(extra or {}),
     }
     calibrate(model, metadata, validation)
-    save_weights_only_model(model, _beside(out, ".keras"))
-    write_json_atomic(_beside(out, ".json"), metadata)
+    save_weights_only_model(model, beside(out, ".keras"))
+    write_json_atomic(beside(out, ".json"), metadata)
     try:
-        lite.export(_beside(out, ".keras"), model, int8=int8, calibration=calibration, check=validation)  # records itself in the JSON
+        lite.export(beside(out, ".keras"), model, int8=int8, calibration=calibration, check=validation)  # records itself in the JSON
     except Exception as error:  # noqa: BLE001 - the model is complete without it: TensorFlow serves alone
         logger.warning("Could not write the LiteRT copy (%s); the model is served by TensorFlow alone. "
-                       "Retry with `python -m fer.lite %s`.", error, _beside(out, ".keras"))
-    metadata = read_metadata(_beside(out, ".keras"))
-    plot_history(history, _beside(out, ".curves.png"))
+                       "Retry with `python -m fer.lite %s`.", error, beside(out, ".keras"))
+    metadata = read_metadata(beside(out, ".keras"))
+    plot_history(history, beside(out, ".curves.png"))
     return metadata
 
 

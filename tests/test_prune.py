@@ -52,12 +52,13 @@ def test_a_wider_or_different_target_is_refused(source_arch, target_arch):
 
 def test_cli_writes_a_servable_model_and_refuses_to_overwrite(tmp_path, capsys):
     source = write_model_files(tmp_path, "source", arch="vgg_small", make_current=False)
-    out = tmp_path / "pruned" / "start"
+    out = tmp_path / "pruned" / "start_0.5"  # a dot in the name is part of it, not a suffix to replace
     assert prune.main([str(source), "--arch", "vgg_tiny", "--out", str(out)]) == 0
-    metadata = json.loads(out.with_suffix(".json").read_text())
+    model_file = out.with_name(out.name + ".keras")
+    metadata = json.loads(model_file.with_suffix(".json").read_text())
     assert metadata["arch"] == "vgg_tiny" and metadata["pruned_from"] == "source"
     assert metadata["inference"]["temperature"] == 1.0 and "metrics" not in metadata
-    probabilities = load_predictor(out.with_suffix(".keras")).predict_faces(np.full((2, 48, 48), 128, np.uint8))
+    probabilities = load_predictor(model_file).predict_faces(np.full((2, 48, 48), 128, np.uint8))
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
     assert "Train it before serving" in capsys.readouterr().out
     assert prune.main([str(source), "--arch", "vgg_tiny", "--out", str(out)]) == 1
