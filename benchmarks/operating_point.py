@@ -81,9 +81,11 @@ def fit_offsets(probabilities: np.ndarray, labels: np.ndarray, with_temperature:
 
 
 def _scores(labels, logp, offsets, classes):
-    report = classification_report(labels, (logp + offsets).argmax(axis=1), classes)
+    """Accuracy, per-class F1 and how many faces each class gets when `offsets` are added to log p."""
+    picked = (logp + offsets).argmax(axis=1)
+    report = classification_report(labels, picked, classes)
     f1 = {name: values["f1"] for name, values in report["per_class"].items()}
-    return report["accuracy"], f1, np.bincount((logp + offsets).argmax(axis=1), minlength=len(classes))
+    return report["accuracy"], f1, np.bincount(picked, minlength=len(classes))
 
 
 def measure(name: str, validation_dir: Path, train_dir: Path) -> None:
