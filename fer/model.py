@@ -97,6 +97,12 @@ def _vgg_base_trim(inputs, num_classes: int):
     return _vgg(inputs, num_classes, (56, 112, 224, 448), flatten=True, dense=512)
 
 
+def _vgg_base_taper(inputs, num_classes: int):
+    """vgg_base with its first blocks narrowed and its last kept (48, 96, 224, 512 filters, the same head): 72% of its
+    compute. Pruned from a trained vgg_base (fer.prune), its last block and head keep every weight."""
+    return _vgg(inputs, num_classes, (48, 96, 224, 512), flatten=True, dense=512)
+
+
 ARCHITECTURES = {
     "seed_cnn": _seed_cnn,
     "vgg_small": _vgg_small,
@@ -106,6 +112,7 @@ ARCHITECTURES = {
     "vgg_base": _vgg_base,
     "vgg_base_slim": _vgg_base_slim,
     "vgg_base_trim": _vgg_base_trim,
+    "vgg_base_taper": _vgg_base_taper,
 }
 
 
