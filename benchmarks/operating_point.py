@@ -54,11 +54,11 @@ def fit_offsets(probabilities: np.ndarray, labels: np.ndarray, with_temperature:
         log_softmax = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
         return -np.mean(log_softmax[np.arange(count), labels]), np.exp(log_softmax)
 
+    # d z / d theta, the same at every step (z is linear in theta): column 0 is log p, columns 1.. pick out classes 1..
+    jacobian = np.concatenate([logp[:, :, None] * with_temperature,
+                               np.broadcast_to(np.eye(classes)[:, 1:], (count, classes, classes - 1))], axis=2)
     loss, p = loss_and_softmax(params)
     for _ in range(iterations):
-        # d z / d theta: column 0 is log p, columns 1.. pick out classes 1..
-        jacobian = np.concatenate([logp[:, :, None] * with_temperature,
-                                   np.broadcast_to(np.eye(classes)[:, 1:], (count, classes, classes - 1))], axis=2)
         residual = p - onehot
         gradient = np.einsum("nc,nck->k", residual, jacobian) / count
         curvature = p[:, :, None] * np.eye(classes) - p[:, :, None] * p[:, None, :]
