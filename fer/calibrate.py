@@ -18,30 +18,43 @@ import os
 import sys
 
 from fer.errors import FerError
-from fer.metrics import apply_temperature, classification_report, expected_calibration_error, fit_temperature
+from fer.metrics import apply_temperature, expected_calibration_error, fit_temperature
 
 
-def calibrate(model, metadata: dict, validation) -> dict:
+def calibrate(model, metadata: dict, validation, consensus=None, votes=None) -> dict:
     """Serve `validation`'s faces (a `fer.data.FaceDataset`) through `model` as `metadata` says (preprocessing
     already applied, flip averaging), fit the temperature that minimises their negative log-likelihood, and set
     `metadata["inference"]["temperature"]` and `metadata["metrics"]["validation"]` (classification report, expected
-    calibration error before and after). Returns `metadata`, changed in place."""
+    calibration error before and after).
+
+    With `consensus` (the validation faces labelled by the annotators' `votes`, `fer.votes.label_faces`), the
+    temperature is fitted on those labels, the truth such a model is trained for, and their report (with each
+    class's recall on clear faces) goes to `metadata["metrics"]["validation_consensus"]`; `validation` keeps the
+    folder labels' figure beside it. Returns `metadata`, changed in place."""
+    from fer.evaluate import score
     from fer.predict import Predictor
 
-    if tuple(validation.classes) != tuple(metadata["classes"]):
-        raise ValueError(f"The validation faces' classes {validation.classes} are not the model's {metadata['classes']}.")
+    for faces in (validation, consensus):
+        if faces is not None and tuple(faces.classes) != tuple(metadata["classes"]):
+            raise ValueError(f"The validation faces' classes {faces.classes} are not the model's {metadata['classes']}.")
     inference = metadata.setdefault("inference", {})
     inference["temperature"] = 1.0
-    raw = Predictor(model, metadata).predict_faces(validation.images).astype(float)  # in memory: TensorFlow alone
-    temperature = fit_temperature(raw, validation.labels)
-    calibrated = apply_temperature(raw, temperature)
+    predictor = Predictor(model, metadata)  # in memory: TensorFlow alone
+    fit_on = validation if consensus is None else consensus
+    raw = {id(faces): predictor.predict_faces(faces.images).astype(float)
+           for faces in (validation, consensus) if faces is not None}
+    temperature = fit_temperature(raw[id(fit_on)], fit_on.labels)
     inference["temperature"] = temperature
-    report = classification_report(validation.labels, calibrated.argmax(axis=1), validation.classes)
-    report["n_images"] = len(validation)
-    report["no_face"] = 0
-    report["ece_before_calibration"] = expected_calibration_error(raw, validation.labels)
-    report["ece_after_calibration"] = expected_calibration_error(calibrated, validation.labels)
-    metadata.setdefault("metrics", {})["validation"] = report
+    metrics = metadata.setdefault("metrics", {})
+    metrics.pop("validation_consensus", None)
+    for key, faces, faces_votes in (("validation", validation, None), ("validation_consensus", consensus, votes)):
+        if faces is None:
+            continue
+        calibrated = apply_temperature(raw[id(faces)], temperature)
+        report = score(faces, calibrated, faces_votes)
+        report["ece_before_calibration"] = expected_calibration_error(raw[id(faces)], faces.labels)
+        report["ece_after_calibration"] = expected_calibration_error(calibrated, faces.labels)
+        metrics[key] = report
     return metadata
 
 

@@ -95,6 +95,8 @@ def apply(
     active = {sha: label for sha, label in corrections.resolved.items() if sha not in held_out_hashes}
 
     new_labels = train.labels.copy()
+    # A reviewer's label overrides the annotators' vote distribution too (fer.votes: the label rule).
+    new_targets = None if train.targets is None else train.targets.copy()
     keep = np.ones(len(train), dtype=bool)
     matched: set[str] = set()
     changed = confirmed = removed = 0
@@ -116,7 +118,9 @@ def apply(
         else:
             new_labels[index] = new_label
             changed += 1
-    corrected = FaceDataset(train.images, new_labels, train.paths, train.classes).subset(keep)
+        if new_targets is not None:
+            new_targets[index] = np.eye(len(train.classes), dtype=new_targets.dtype)[new_label]
+    corrected = FaceDataset(train.images, new_labels, train.paths, train.classes, new_targets).subset(keep)
 
     extra = {sha: label for sha, label in active.items() if sha not in matched and label != labels.NOT_A_FACE}
     added_set, not_found = _saved_faces(extra, faces_dir, train.classes)

@@ -28,15 +28,26 @@ SPLIT_NAMES = {"train": ("train", "training"), "validation": ("validation", "val
 
 @dataclasses.dataclass
 class FaceDataset:
-    """Faces (N, S, S) uint8, integer labels (N,) indexing `classes`, and where each face came from."""
+    """Faces (N, S, S) uint8, integer labels (N,) indexing `classes`, and where each face came from.
+
+    `targets` (N, C) float32, when set, are training targets other than the one-hot labels: the annotators' vote
+    distribution over `classes` (`fer.votes.label_faces`). `labels` is then each face's hard label (the consensus).
+    """
 
     images: np.ndarray
     labels: np.ndarray
     paths: list[str]
     classes: tuple[str, ...]
+    targets: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    def target_matrix(self) -> np.ndarray:
+        """(N, C) float32 training targets: `targets` when set, else the one-hot labels."""
+        if self.targets is not None:
+            return self.targets.astype(np.float32)
+        return np.eye(len(self.classes), dtype=np.float32)[self.labels]
 
     def counts(self) -> dict[str, int]:
         return {name: int(np.sum(self.labels == index)) for index, name in enumerate(self.classes)}
@@ -48,18 +59,22 @@ class FaceDataset:
     def subset(self, keep: np.ndarray) -> "FaceDataset":
         keep = np.asarray(keep)
         indices = np.flatnonzero(keep) if keep.dtype == bool else keep
-        return FaceDataset(self.images[indices], self.labels[indices], [self.paths[i] for i in indices], self.classes)
+        targets = None if self.targets is None else self.targets[indices]
+        return FaceDataset(self.images[indices], self.labels[indices], [self.paths[i] for i in indices], self.classes,
+                           targets)
 
     @staticmethod
     def concatenate(parts: list["FaceDataset"]) -> "FaceDataset":
         classes = parts[0].classes
         if any(part.classes != classes for part in parts):
             raise DataError("Cannot join datasets with different class lists.")
+        soft = any(part.targets is not None for part in parts)  # one soft part: every part's targets are kept
         return FaceDataset(
             np.concatenate([part.images for part in parts]),
             np.concatenate([part.labels for part in parts]),
             [path for part in parts for path in part.paths],
             classes,
+            np.concatenate([part.target_matrix() for part in parts]) if soft else None,
         )
 
 
@@ -70,6 +85,15 @@ def find_split(root: str | Path, split: str) -> Path:
         if (root / name).is_dir():
             return root / name
     raise DataError(f"{root} has no {split!r} folder (looked for {', '.join(SPLIT_NAMES[split])}).")
+
+
+def folder_classes(directory: str | Path) -> tuple[str, ...]:
+    """The class folders under `directory` (lower case, sorted): every subfolder, e.g. FER2013's seven. With votes
+    (`fer.votes`), faces in any folder may have one of the served classes as their label."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise DataError(f"No such dataset folder: {directory}")
+    return tuple(sorted(child.name.lower() for child in directory.iterdir() if child.is_dir()))
 
 
 def list_images(directory: str | Path, classes: tuple[str, ...] = CLASS_NAMES) -> tuple[list[Path], list[int]]:
@@ -170,6 +194,16 @@ def pack(root: str | Path, path: str | Path, classes: tuple[str, ...] = CLASS_NA
 
 def is_packed(data: str | Path) -> bool:
     return Path(data).suffix == ".npz"
+
+
+def packed_classes(path: str | Path, split: str) -> tuple[str, ...]:
+    """The classes whose `split` faces an .npz from `pack` holds."""
+    try:
+        with np.load(path, allow_pickle=False) as packed:
+            return tuple(str(name) for name in packed[f"{split}_classes"])
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
+        raise DataError(f"{path} is not a packed dataset with a {split!r} split ({error}); "
+                        "write it again with `python -m fer.data --pack`.") from None
 
 
 def load_packed(path: str | Path, split: str, classes: tuple[str, ...] = CLASS_NAMES,

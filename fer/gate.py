@@ -3,7 +3,9 @@
     python -m fer.gate models/vgg_small-20260101-120000.keras --data ../shared/data/fer2013
     python -m fer.gate models/NAME.keras --current models/vgg_small_reg.keras --data photos/held_out --dry-run
 
-Both models are scored by `fer.evaluate.evaluate` on the same folder (a dataset root means its validation split).
+Both models are scored by `fer.evaluate.evaluate` on the same folder (a dataset root means its validation split):
+against the annotators' consensus (fer.votes) whenever either model was trained on votes (the votes file its JSON
+names, or `--votes`), so that a correction that fixes a label can show as a gain; otherwise against the folders.
 The rule (`GateRule`): the candidate is promoted only if its macro-F1 is at most `max_macro_f1_drop` (0.005) below
 the current model's, and the F1 of each watched class (sad and neutral, the pair reviewers correct) is at most
 `max_class_f1_drop` (0.01) below. Improvements are not required: corrections may fix labels the held-out set still
@@ -60,6 +62,7 @@ class GateResult:
     passed: bool
     reason: str
     status: str = "undecided"  # "promoted" or "rejected" after `apply_decision`
+    votes: str | None = None  # the votes file whose consensus both were judged against; None: the folder labels
     time: str = dataclasses.field(default_factory=now_utc)
 
     @property
@@ -75,6 +78,7 @@ class GateResult:
         return {
             "time": self.time, "status": self.status, "passed": self.passed, "reason": self.reason,
             "candidate": self.candidate.stem, "current": self.current.stem, "data_dir": str(self.data_dir),
+            "labels": "folder" if self.votes is None else "consensus", "votes": self.votes,
             "rule": self.rule.to_dict(), "checks": self.checks,
             "candidate_report": brief(self.candidate_report), "current_report": brief(self.current_report),
         }
@@ -114,8 +118,14 @@ def _class_f1(report: dict, name: str) -> float:
     return float(report["per_class"][name]["f1"])
 
 
-def gate(candidate_path: str | Path, current_path: str | Path, data_dir: str | Path, rule: GateRule = GateRule()) -> GateResult:
-    """Evaluate both models on the same held-out folder and decide; changes nothing on disk."""
+def gate(candidate_path: str | Path, current_path: str | Path, data_dir: str | Path, rule: GateRule = GateRule(),
+         votes_path: str | Path | None = None) -> GateResult:
+    """Evaluate both models on the same held-out folder and decide; changes nothing on disk.
+
+    Labels: the consensus of `votes_path` if given, else of the votes file either model was trained on (the
+    current model's first), else the folders.
+    """
+    from fer import votes as fer_votes
     from fer.evaluate import evaluate
     from fer.predict import load_predictor
 
@@ -124,10 +134,14 @@ def gate(candidate_path: str | Path, current_path: str | Path, data_dir: str | P
     candidate_predictor, current_predictor = load_predictor(candidate_path), load_predictor(current_path)
     if candidate_predictor.classes != current_predictor.classes:
         raise ModelError(f"{candidate_path.name} and {current_path.name} predict different classes; they cannot be compared.")
-    current_report = evaluate(current_predictor, folder)
-    candidate_report = evaluate(candidate_predictor, folder)
+    votes_path = (votes_path or fer_votes.trained_on(current_predictor.metadata)
+                  or fer_votes.trained_on(candidate_predictor.metadata))
+    votes = fer_votes.read(votes_path) if votes_path else None
+    current_report = evaluate(current_predictor, folder, votes=votes)
+    candidate_report = evaluate(candidate_predictor, folder, votes=votes)
     passed, checks, reason = decide(current_report, candidate_report, rule)
-    return GateResult(candidate_path, current_path, folder, rule, candidate_report, current_report, checks, passed, reason)
+    return GateResult(candidate_path, current_path, folder, rule, candidate_report, current_report, checks, passed,
+                      reason, votes=None if votes is None else str(votes.path))
 
 
 def apply_decision(result: GateResult, models_dir: str | Path | None = None) -> GateResult:
@@ -157,8 +171,9 @@ def apply_decision(result: GateResult, models_dir: str | Path | None = None) -> 
 def format_comparison(result: GateResult) -> str:
     """Side by side: watched classes first (marked *), then macro-F1, accuracy and the other classes."""
     current, candidate = result.current_report, result.candidate_report
+    labels = "folder labels" if result.votes is None else f"the annotators' consensus ({result.votes})"
     lines = [f"gate: candidate {result.candidate.stem} vs current {result.current.stem} on {result.data_dir} "
-             f"({candidate.get('n_images', '?')} faces)", "",
+             f"({candidate.get('n_images', '?')} faces), against {labels}", "",
              f"  {'metric':<14}{'current':>9}{'candidate':>11}{'change':>9}{'limit':>9}"
              f"   (* watched: {', '.join(result.rule.watched_classes)})"]
     for check in result.checks:
@@ -200,6 +215,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--current", default="current",
                         help="the model to beat (default: the one current.json beside the candidate names)")
     parser.add_argument("--data", required=True, help="dataset root (its validation split is used) or any class-folder tree")
+    parser.add_argument("--votes", help="judge against the consensus of this votes file (default: the one either "
+                                        "model was trained on, if any; else the folder labels)")
     add_rule_arguments(parser)
     parser.add_argument("--dry-run", action="store_true", help="compare and print only; move nothing")
     args = parser.parse_args(argv)
@@ -210,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
         current = resolve_model(args.current, candidate.parent)  # `current`: the pointer beside the candidate
         if candidate.resolve() == current.resolve():
             raise ModelError(f"{candidate.name} is already the current model; nothing to compare.")
-        result = gate(candidate, current, args.data, rule)
+        result = gate(candidate, current, args.data, rule, args.votes)
         if not args.dry_run:
             apply_decision(result, current.parent)
     except FerError as error:

@@ -57,6 +57,7 @@ import numpy as np
 from fer import config as fer_config
 from fer import corrections as fer_corrections
 from fer import lite
+from fer import votes as fer_votes
 from fer.config import CLASS_NAMES, PreprocessConfig
 from fer.errors import DataError, FerError, ModelError
 from fer.data import FaceDataset, find_split, is_packed, load_faces, load_packed
@@ -83,7 +84,7 @@ class TrainConfig:
     label_smoothing: float = 0.0
     augment: bool = True  # flips, small rotations, shifts, zoom, contrast: training data only
     flip_average: bool = True  # average the prediction over the face and its mirror image at inference
-    class_weighting: bool = False  # weight the loss by inverse class frequency
+    class_weighting: bool = False  # weight the loss by inverse class frequency (to `class_weight_power`)
     seed: int = 1337
     schedule: str = "plateau"  # "plateau": halve the rate when validation loss stalls; "cosine": decay to 0 over the epochs
     # .keras models to distil: their probabilities (averaged, if several: an ensemble) become part of each target
@@ -109,6 +110,12 @@ class TrainConfig:
     # Share of training faces blurred (Gaussian, sigma drawn from BLUR_SIGMA each batch): the served model lost 21
     # points on faces blurred at sigma 1.5 (a webcam out of focus, a small face scaled up), against 7 for vgg_small_reg.
     blur: float = 0.0
+    # With a votes file (`run(votes_path=...)`): train on each face's consensus label ("majority") or on its
+    # annotators' vote distribution over the classes ("distribution"; fer.votes).
+    vote_targets: str = "majority"
+    # With class_weighting: each class's loss weight is (mean count / its count) ** this power; 0.5 balances halfway
+    # (the square root of inverse frequency), 1 fully.
+    class_weight_power: float = 1.0
 
     def __post_init__(self):
         if isinstance(self.teacher, (str, os.PathLike)):  # one teacher given as a path
@@ -300,7 +307,8 @@ def fine_tune_config(parent: dict, **overrides) -> TrainConfig:
 
 def distillation_targets(train: FaceDataset, config: TrainConfig) -> np.ndarray:
     """(N, C) soft targets: the teachers' served probabilities (flip averaging and temperature as each ships),
-    averaged over the teachers, on each training face, mixed with its one-hot label by `config.teacher_weight`.
+    averaged over the teachers, on each training face, mixed with its target (the one-hot label, or the annotators'
+    vote distribution) by `config.teacher_weight`.
 
     The teacher sees each face once, un-augmented; the student then trains on augmented copies against that target
     (flips, small shifts and rotations do not change an expression).
@@ -316,8 +324,7 @@ def distillation_targets(train: FaceDataset, config: TrainConfig) -> np.ndarray:
             raise ModelError(f"The teacher {path} predicts {', '.join(teacher.classes)}; the training set's "
                              f"classes are {', '.join(train.classes)}.")
         soft += teacher.predict_faces(train.images) / len(config.teacher)
-    one_hot = np.eye(len(train.classes), dtype=np.float32)[train.labels]
-    return config.teacher_weight * soft + (1.0 - config.teacher_weight) * one_hot
+    return config.teacher_weight * soft + (1.0 - config.teacher_weight) * train.target_matrix()
 
 
 def online_teacher(config: TrainConfig, classes: tuple[str, ...], image_size: int):
@@ -410,17 +417,18 @@ def fit(train: FaceDataset, validation: FaceDataset, config: TrainConfig, out: P
     if config.schedule == "cosine":
         steps_per_epoch = -(-len(train) // config.batch_size)
         learning_rate = keras.optimizers.schedules.CosineDecay(config.learning_rate, config.epochs * steps_per_epoch)
-    targets = distillation_targets(train, config) if config.teacher and not config.teacher_online else None
+    # (N, C): the one-hot labels or the vote distribution, mixed with the teachers' probabilities when distilling
+    targets = (distillation_targets(train, config) if config.teacher and not config.teacher_online
+               else train.target_matrix())
     teacher = online_teacher(config, train.classes, train.images.shape[1]) if config.teacher_online else None
     if uses_tf_data():
         training_data = make_dataset(train.images, train.labels, num_classes, config, training=True, targets=targets,
                                      teacher=teacher)
         validation_data = make_dataset(validation.images, validation.labels, num_classes, config, training=False)
     else:
-        one_hot = np.eye(num_classes, dtype=np.float32)
-        training_data = numpy_batches(train.images, one_hot[train.labels] if targets is None else targets, config,
+        training_data = numpy_batches(train.images, targets, config,
                                       augment=batch_augmenter(config, train.images.shape[1]), teacher=teacher)
-        validation_data = (validation.images.astype(np.float32)[..., None], one_hot[validation.labels])
+        validation_data = (validation.images.astype(np.float32)[..., None], validation.target_matrix())
     model.compile(
         optimizer=make_optimizer(config, learning_rate),
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
@@ -430,7 +438,8 @@ def fit(train: FaceDataset, validation: FaceDataset, config: TrainConfig, out: P
     class_weight = None
     if config.class_weighting:
         counts = np.bincount(train.labels, minlength=num_classes).astype(float)
-        class_weight = {i: float(counts.sum() / (num_classes * max(c, 1))) for i, c in enumerate(counts)}
+        class_weight = {i: float((counts.sum() / (num_classes * max(c, 1))) ** config.class_weight_power)
+                        for i, c in enumerate(counts)}
     callbacks = [
         _epoch_timer(),  # before the CSV logger, which then records each epoch's seconds
         keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max", patience=config.patience, restore_best_weights=True),
@@ -598,11 +607,18 @@ def plot_history(history: dict, path: Path) -> None:
 
 def run(data_root: str | Path, out: Path, config: TrainConfig = TrainConfig(), preprocess: PreprocessConfig | None = None,
         *, labels_path: str | Path | None = None, init_from: str | Path | None = None, progress=None,
-        argv: list[str] | None = None, backup_dir: str | Path | None = None, int8: bool = False) -> dict:
-    """Load `data_root`'s splits, apply corrections, train (from `init_from` if given) and write out.keras + out.json.
+        argv: list[str] | None = None, backup_dir: str | Path | None = None, int8: bool = False,
+        votes_path: str | Path | None = None) -> dict:
+    """Load `data_root`'s splits, label them (`fer.votes.label_faces`: reviewers' corrections from `labels_path`,
+    annotators' votes from `votes_path`, folders), train (from `init_from` if given) and write out.keras + out.json.
 
-    Everything that can be checked is checked before training, so a corrupt corrections file or a missing parent
-    model raises a FerError while nothing has been written yet. Returns the new model's JSON as a dict.
+    With votes, faces from every folder of both splits are read and labelled by their consensus; training and the
+    kept epoch use the consensus-labelled validation set, and the JSON records both validation figures (consensus,
+    and the folder labels of the served classes' folders). A model trained on votes passes its votes file on to
+    models fine-tuned from it unless `votes_path` names another.
+
+    Everything that can be checked is checked before training, so a corrupt corrections or votes file or a missing
+    parent model raises a FerError while nothing has been written yet. Returns the new model's JSON as a dict.
     """
     report = progress or _ignore_progress
     corrections = fer_corrections.read(labels_path) if labels_path is not None else None
@@ -615,7 +631,14 @@ def run(data_root: str | Path, out: Path, config: TrainConfig = TrainConfig(), p
         classes = tuple(parent["classes"])
         config = dataclasses.replace(config, arch=parent.get("arch", config.arch))
         preprocess = preprocess or PreprocessConfig.from_dict(parent["preprocess"])
+        votes_path = votes_path or fer_votes.trained_on(parent)
     preprocess = preprocess or PreprocessConfig()
+    votes = fer_votes.read(votes_path) if votes_path is not None else None
+    if votes is not None and config.extra_classes:
+        raise ModelError("--votes labels the faces of every folder by their consensus; it cannot be combined with "
+                         "--extra-classes.")
+    if config.vote_targets not in fer_votes.TARGETS:
+        raise ValueError(f"vote_targets must be one of {', '.join(fer_votes.TARGETS)}; got {config.vote_targets!r}.")
     # A model fine-tuned from one served through an int8 copy is served the same way: as fast, as close to float32
     # (a static-range copy calibrated again, on the new training faces).
     parent_weights = (parent.get("lite") or {}).get("weights") if parent is not None else None
@@ -631,25 +654,45 @@ def run(data_root: str | Path, out: Path, config: TrainConfig = TrainConfig(), p
     overlap = sorted(set(config.extra_classes) & set(classes))
     if overlap:
         raise ModelError(f"--extra-classes {' '.join(overlap)}: already a served class ({', '.join(classes)}).")
-    train, validation, data_summary = load_splits(data_root, classes + tuple(config.extra_classes), classes, preprocess)
+    label_classes = classes + tuple(config.extra_classes)
+    if votes is None:
+        train, validation, data_summary = load_splits(data_root, label_classes, classes, preprocess)
+        consensus_validation, held_out = None, set(validation.hashes())
+    else:  # every folder: faces filed as angry or fear may have a served class as their consensus
+        train, every_validation, data_summary = load_splits(data_root, split_classes(data_root, "train"),
+                                                            split_classes(data_root, "validation"), preprocess)
+        validation, _ = fer_votes.label_faces(every_validation, classes)  # folder labels: the original figure
+        consensus_validation, validation_labels = fer_votes.label_faces(every_validation, classes, votes)
+        held_out = set(every_validation.hashes())
+        data_summary["validation_labels"] = validation_labels
     counts = train.counts()
     missing = [name for name in config.extra_classes if counts[name] == 0]
     if missing:
         raise DataError(f"{data_summary['train_dir']} has no faces for --extra-classes {' '.join(missing)}.")
     extra = {}
-    if corrections is not None:
-        data_summary["train_counts_before_corrections"] = train.counts()
-        train, summary = fer_corrections.apply(train, corrections, set(validation.hashes()))
-        logger.info("%s", summary.describe())
-        extra["corrections"] = summary.to_dict()
+    if corrections is not None or votes is not None:
+        data_summary["train_counts_before_corrections" if votes is None else "train_counts_by_folder"] = counts
+        train, labelling = fer_votes.label_faces(train, label_classes, votes, config.vote_targets, corrections,
+                                                 held_out)
+        if "corrections" in labelling:
+            extra["corrections"] = labelling.pop("corrections")
+            logger.info("%s", fer_corrections.CorrectionSummary(**extra["corrections"]).describe())
+        if votes is not None:
+            data_summary["votes"] = votes.describe()
+            data_summary["train_labels"] = labelling
+            logger.info("labels from %s: %d faces, %d consensus labels differ from the folder, %d without one left "
+                        "out", votes.path, labelling["faces"], labelling["consensus_differs_from_folder"],
+                        labelling["left_out"])
     if parent is not None:
         extra["parent"] = init_from.stem
     data_summary.update({"train_counts": train.counts(), "validation_counts": validation.counts()})
+    if consensus_validation is not None:
+        data_summary["consensus_validation_counts"] = consensus_validation.counts()
     logger.info("train %d faces %s; validation %d faces %s", len(train), train.counts(), len(validation), validation.counts())
     out.parent.mkdir(parents=True, exist_ok=True)
     report(0.05, f"training {config.epochs} epochs on {len(train)} faces")
     started = time.time()
-    model, history = fit(train, validation, config, out, init_from,
+    model, history = fit(train, validation if consensus_validation is None else consensus_validation, config, out, init_from,
                          progress=lambda fraction, message: report(0.05 + 0.8 * fraction, message),
                          backup_dir=Path(backup_dir) if backup_dir is not None else None)
     if config.extra_classes:
@@ -659,7 +702,16 @@ def run(data_root: str | Path, out: Path, config: TrainConfig = TrainConfig(), p
     report(0.85, "calibrating and saving")
     calibration = lite.calibration_faces(train.images) if parent_weights == "int8-static" else None
     return finish(model, config, preprocess, validation, out, data_summary, history, seconds, argv, extra=extra,
-                  int8=int8, calibration=calibration)
+                  int8=int8, calibration=calibration, consensus=consensus_validation, votes=votes)
+
+
+def split_classes(data_root: str | Path, split: str) -> tuple[str, ...]:
+    """Every class folder of `split` under `data_root` (a dataset folder, or the classes packed into an .npz)."""
+    from fer.data import folder_classes, packed_classes
+
+    if is_packed(data_root):
+        return packed_classes(data_root, split)
+    return folder_classes(find_split(data_root, split))
 
 
 def load_splits(data_root: str | Path, train_classes: tuple[str, ...], classes: tuple[str, ...],
@@ -735,7 +787,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--label-smoothing", type=float, default=defaults.label_smoothing)
     parser.add_argument("--no-augment", dest="augment", action="store_false")
     parser.add_argument("--no-flip-average", dest="flip_average", action="store_false")
-    parser.add_argument("--class-weighting", action="store_true")
+    parser.add_argument("--class-weighting", action="store_true",
+                        help="weight each class's loss by its inverse frequency (to --class-weight-power)")
+    parser.add_argument("--class-weight-power", type=float, default=defaults.class_weight_power,
+                        help="with --class-weighting: 1 balances fully, 0.5 halfway (square root)")
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--teacher", nargs="+", default=[], metavar="MODEL",
                         help="trained .keras models to distil into --arch: their probabilities (averaged over "
@@ -777,6 +832,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="write the LiteRT copy with int8 weights (fer.lite --int8): it then serves every batch")
     parser.add_argument("--make-current", action="store_true", help="point models/current.json at the new model (no gate)")
     parser.add_argument("--labels", help="reviewers' corrections CSV (labels/corrections.csv) to apply to the training split")
+    parser.add_argument("--votes", help="annotators' votes (../shared/data/fer2013/ferplus_votes.csv): label every "
+                                        "folder's faces by their consensus and judge on consensus validation "
+                                        "(fer.votes; default: the --init-from model's votes file, if it had one)")
+    parser.add_argument("--vote-targets", choices=("majority", "distribution"), default=defaults.vote_targets,
+                        help="with votes: train on the consensus label, or on the vote distribution as soft targets")
     parser.add_argument("--init-from", help="start from this model: a .keras path, a stem, or `current`")
     parser.add_argument("--fine-tune", action="store_true",
                         help=f"--init-from current (unless given), {FINE_TUNE_EPOCHS} epochs, learning rate {FINE_TUNE_LEARNING_RATE}")
@@ -811,7 +871,8 @@ def main(argv: list[str] | None = None) -> int:
                          args.label_smoothing, args.augment, args.flip_average, args.class_weighting, args.seed,
                          args.schedule, tuple(args.teacher), args.teacher_weight, args.erasing, args.mixup,
                          tuple(name.lower() for name in args.extra_classes), args.precision, args.online_teacher,
-                         args.optimizer, args.weight_decay, args.ema, args.blur)
+                         args.optimizer, args.weight_decay, args.ema, args.blur, args.vote_targets,
+                         args.class_weight_power)
     if not 0.0 <= config.ema < 1.0:
         print("error: --ema is a momentum from 0 (off) to below 1, e.g. 0.999", file=sys.stderr)
         return 2
@@ -833,21 +894,23 @@ def main(argv: list[str] | None = None) -> int:
         if args.gate and beside(out, ".keras").exists():
             raise ModelError(f"{beside(out, '.keras')} already exists; the gate needs a new --out.")
         metadata = run(args.data, out, config, preprocess, labels_path=args.labels, init_from=init_from, argv=argv,
-                       backup_dir=args.backup_dir, int8=args.int8)
+                       backup_dir=args.backup_dir, int8=args.int8, votes_path=args.votes)
         if args.make_current:
             move_pointer(beside(out, ".keras"), "use", out.parent, reason="fer.train --make-current")
             logger.info("models/current.json now points at %s", beside(out, ".keras").name)
         result = None
         if args.gate:
             result = fer_gate.gate(beside(out, ".keras"), current, metadata["data"]["validation_dir"],
-                                   fer_gate.rule_from_args(args))
+                                   fer_gate.rule_from_args(args), args.votes)
             fer_gate.apply_decision(result, out.parent)
     except FerError as error:
         print("error: " + " ".join(str(error).split()), file=sys.stderr)
         return 2
-    validation_report = metadata["metrics"]["validation"]
-    print(f"validation accuracy {validation_report['accuracy']:.4f}  macro-F1 {validation_report['macro_f1']:.4f}  "
-          f"({metadata['training_seconds'] / 60:.1f} min)  -> {beside(out, '.keras')}")
+    metrics = metadata["metrics"]
+    for key, name in (("validation_consensus", "consensus validation"), ("validation", "validation (folder labels)")):
+        if key in metrics:
+            print(f"{name}: accuracy {metrics[key]['accuracy']:.4f}  macro-F1 {metrics[key]['macro_f1']:.4f}")
+    print(f"({metadata['training_seconds'] / 60:.1f} min)  -> {beside(out, '.keras')}")
     if "corrections" in metadata:
         print(fer_corrections.CorrectionSummary(**metadata["corrections"]).describe())
     if result is not None:
@@ -859,10 +922,12 @@ def main(argv: list[str] | None = None) -> int:
 
 def finish(model, config: TrainConfig, preprocess: PreprocessConfig, validation: FaceDataset, out: Path,
            data_summary: dict, history: dict, seconds: float, argv: list[str] | None, extra: dict | None = None,
-           int8: bool = False, calibration: np.ndarray | None = None) -> dict:
+           int8: bool = False, calibration: np.ndarray | None = None, consensus: FaceDataset | None = None,
+           votes=None) -> dict:
     """Calibrate on validation, score through the serving path, and write NAME.keras + NAME.json, then the LiteRT
     copy (int8 weights if `int8`; int8 activations too, their ranges set on `calibration` faces, if given),
-    compared with TensorFlow on the validation faces.
+    compared with TensorFlow on the validation faces. With `consensus` (validation labelled by `votes`), the
+    temperature is fitted there and the LiteRT copy checked there, and both figures are recorded (`calibrate`).
 
     `extra` (parent model, corrections summary) is added to the JSON as top-level keys.
     """
@@ -882,11 +947,12 @@ def finish(model, config: TrainConfig, preprocess: PreprocessConfig, validation:
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         **(extra or {}),
     }
-    calibrate(model, metadata, validation)
+    calibrate(model, metadata, validation, consensus, votes)
     save_weights_only_model(model, beside(out, ".keras"))
     write_json_atomic(beside(out, ".json"), metadata)
     try:
-        lite.export(beside(out, ".keras"), model, int8=int8, calibration=calibration, check=validation)  # records itself in the JSON
+        lite.export(beside(out, ".keras"), model, int8=int8, calibration=calibration,
+                    check=validation if consensus is None else consensus)  # records itself in the JSON
     except Exception as error:  # noqa: BLE001 - the model is complete without it: TensorFlow serves alone
         logger.warning("Could not write the LiteRT copy (%s); the model is served by TensorFlow alone. "
                        "Retry with `python -m fer.lite %s`.", error, beside(out, ".keras"))

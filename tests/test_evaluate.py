@@ -8,7 +8,8 @@ from fer import evaluate
 from fer.metrics import apply_temperature, classification_report, expected_calibration_error, fit_temperature
 from conftest import write_face_tree
 
-REPORT_KEYS = {"accuracy", "macro_f1", "per_class", "confusion", "classes", "n_images", "no_face"}
+REPORT_KEYS = {"accuracy", "macro_f1", "per_class", "confusion", "classes", "n_images", "no_face", "labels"}
+VOTES_KEYS = REPORT_KEYS | {"votes", "clear_recall"}  # with --votes
 
 
 def test_evaluate_json_has_exactly_the_documented_keys(tmp_path, model_path):
@@ -22,7 +23,17 @@ def test_evaluate_json_has_exactly_the_documented_keys(tmp_path, model_path):
     assert report["no_face"] == 0
     assert np.asarray(report["confusion"]).sum() == 6
     assert report["per_class"]["neutral"]["support"] == 0
+    assert report["labels"] == "folder"
     assert out.with_suffix(".png").is_file()
+
+    votes = tmp_path / "votes.csv"
+    votes.write_text("path,fer2013_label,neutral,happiness,surprise,sadness,anger,disgust,fear,contempt,unknown,NF\n"
+                     "tree/fear/face_000.png,fear,0,0,0,9,1,0,0,0,0,0\n")
+    assert evaluate.main(["--model", str(model_path), "--data", str(root), "--votes", str(votes), "--json",
+                          str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert set(report) == VOTES_KEYS and report["labels"] == "consensus"
+    assert report["n_images"] == 7  # the fear face its annotators call sad joins
 
 
 def test_detect_faces_counts_images_without_a_face(tmp_path, model_path):
