@@ -197,7 +197,8 @@ def load_review_queue(served, source: str, token: str | None, progress=gr.Progre
                            "and restart the app.")
     progress(0.0, desc="ranking faces (the first time for a model takes up to a minute)")
     try:
-        items = review.build_queue(source, predictor=served, reviewer=reviewer, folder=folder, limit=QUEUE_LIMIT)
+        items = review.build_queue(source, predictor=served, reviewer=reviewer, folder=folder, limit=QUEUE_LIMIT,
+                                   votes=review.load_votes(predictor=served) if source == "dataset" else None)
     except (FerError, ValueError) as error:
         raise gr.Error(str(error)) from None
     session = review.ReviewSession(items, reviewer)

@@ -130,7 +130,8 @@ def list_models(models_dir: str | Path | None = None) -> list[dict]:
             except ModelError:
                 continue  # not a model description (an evaluation report, say)
             name = json_path.stem
-            report = metadata.get("metrics", {}).get("validation", {})
+            metrics = metadata.get("metrics", {})
+            report, consensus = metrics.get("validation", {}), metrics.get("validation_consensus", {})
             per_class = report.get("per_class", {})
             rows.append({
                 "version": name,
@@ -139,6 +140,10 @@ def list_models(models_dir: str | Path | None = None) -> list[dict]:
                 "macro_f1": report.get("macro_f1"),
                 "sad_f1": per_class.get("sad", {}).get("f1"),
                 "neutral_f1": per_class.get("neutral", {}).get("f1"),
+                # against the annotators' consensus (fer.votes), where the JSON has it
+                "consensus_accuracy": consensus.get("accuracy"),
+                "consensus_sad_f1": consensus.get("per_class", {}).get("sad", {}).get("f1"),
+                "consensus_neutral_f1": consensus.get("per_class", {}).get("neutral", {}).get("f1"),
                 "status": _status(name, metadata, pointer_events, json_path.with_suffix(".keras").is_file()),
                 "parent": metadata.get("parent"),
                 "current": name == current and folder == models_dir,
@@ -209,13 +214,15 @@ def format_table(rows: list[dict]) -> str:
         return f"{value:.4f}" if isinstance(value, (int, float)) else "-"
 
     width = max([len("version")] + [len(row["version"]) for row in rows])
+    # Folder labels first, then the same against the annotators' consensus ("c." columns; fer.votes).
     lines = [f"  {'version':<{width}}  {'date (UTC)':<16}  {'accuracy':>8}  {'macro-F1':>8}  {'sad F1':>7}  "
-             f"{'neut. F1':>8}  status"]
+             f"{'neut. F1':>8}  {'c.accur.':>8}  {'c.sad F1':>8}  {'c.neut.F1':>9}  status"]
     for row in rows:
         marker = "*" if row["current"] else " "
         lines.append(f"{marker} {row['version']:<{width}}  {row['date']:<16}  {score(row['accuracy']):>8}  "
                      f"{score(row['macro_f1']):>8}  {score(row['sad_f1']):>7}  {score(row['neutral_f1']):>8}  "
-                     f"{row['status']}{'  (current)' if row['current'] else ''}")
+                     f"{score(row['consensus_accuracy']):>8}  {score(row['consensus_sad_f1']):>8}  "
+                     f"{score(row['consensus_neutral_f1']):>9}  {row['status']}{'  (current)' if row['current'] else ''}")
     return "\n".join(lines)
 
 

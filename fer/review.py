@@ -8,6 +8,10 @@ Three queues, most doubtful face first (`build_queue(source=...)`):
               (`dataset=`), ranked by how much more the model believes another label than the given one:
               score = p(other) - p(given), `other` being the likeliest focus class that is not the given label (for
               sad/neutral: the other of the pair). By default only faces given or predicted sad or neutral.
+              With annotators' votes (`votes=`, fer.votes; the served model's votes file in the app), the face's
+              label is its consensus, faces from every folder take part, and disputed faces come first: those
+              whose consensus differs from their folder or whose annotators split (no class has 70% of the votes),
+              the ones the model reads as neither the consensus nor the folder first of all (`vote_scores`).
   flagged     faces visitors marked "this is wrong" on the Predict tab (labels/flagged.csv), oldest first, with the
               probabilities the model gave when they were flagged.
   unlabelled  a folder of face crops, ranked by how close sad and neutral are: score = 1 - |p(sad) - p(neutral)|.
@@ -67,6 +71,8 @@ class QueueItem:
     in_sample: bool  # the probabilities come from a model that trained on this face (optimistic about its label)
     model_version: str  # the model (or "out-of-fold ...") the probabilities came from
     others: dict[str, str]  # other reviewers' labels in force for this face: {reviewer: label}
+    votes: str = ""  # the annotators' counts, "neutral 7 · sad 3"; "" without a votes file listing the face
+    consensus_label: str = ""  # their majority label (fer.votes); "" for none among the classes, or no votes
 
     @property
     def predicted_label(self) -> str:
@@ -74,8 +80,9 @@ class QueueItem:
 
     @property
     def original_label(self) -> str:
-        """What the face was labelled before review: its dataset folder, else the model's prediction."""
-        return self.given_label or self.predicted_label
+        """What the face was labelled before review (the label rule, fer.votes): the annotators' consensus, else its
+        dataset folder, else the model's prediction."""
+        return self.consensus_label or self.given_label or self.predicted_label
 
     def to_dict(self) -> dict:
         """Everything but the pixels, JSON-ready."""
@@ -208,6 +215,23 @@ def _trained_on(predictor, data_dir: Path) -> bool:
         return True
 
 
+def load_votes(path: str | Path | None = None, predictor=None):
+    """The votes the review queue uses: `path`, else $FER_VOTES_FILE, else the file the model was trained on (a
+    relative path taken from the project root, where fer.train ran); None when there is none or it is not there."""
+    from fer.votes import read, trained_on
+
+    if path is None:
+        path = os.environ.get("FER_VOTES_FILE") or trained_on(getattr(predictor, "metadata", None) or {})
+        if path is None:
+            return None
+        path = Path(path) if Path(path).is_absolute() else PROJECT_ROOT / path
+        if not path.is_file():
+            logger.warning("The votes file %s is not here; the review queue uses the folder labels alone. Set "
+                           "FER_VOTES_FILE to its location.", path)
+            return None
+    return read(path)
+
+
 # ---------------------------------------------------------------------------------------------------- queues
 
 
@@ -249,12 +273,36 @@ def doubt_scores(probabilities: np.ndarray, given: np.ndarray, focus: tuple[str,
     return other - probabilities[rows, given]
 
 
+def vote_scores(probabilities: np.ndarray, folder: np.ndarray, counts: np.ndarray, listed: np.ndarray,
+                focus: tuple[str, ...] | None) -> tuple[np.ndarray, np.ndarray]:
+    """Review priority with annotators' votes, and each face's label by the rule (consensus, else folder; -1: none).
+
+    (N, C) probabilities in CLASS_NAMES order, (N,) folder label indices (-1 for a folder that is not a class),
+    (N, 10) vote counts and the (N,) mask of faces the votes list. A face is disputed when its consensus differs
+    from its folder or its annotators split (`fer.votes.split_votes`). Disputed faces the model reads as neither
+    the consensus nor the folder score 4 more, other disputed faces 2 more, than `doubt_scores` (in [-1, 1]) against
+    the face's label, so they come first in that order, each tier most doubtful first.
+    """
+    from fer.votes import consensus, split_votes
+
+    agreed = np.where(listed, consensus(counts), -1)
+    label = np.where(listed, agreed, folder)
+    predicted = np.asarray(probabilities).argmax(axis=1)
+    reference = np.where(label >= 0, label, np.where(folder >= 0, folder, predicted))
+    disputed = listed & ((agreed != folder) | split_votes(counts))
+    apart = disputed & (predicted != agreed) & (predicted != folder)
+    return doubt_scores(probabilities, reference, focus) + 2.0 * disputed + 2.0 * apart, label
+
+
 def _dataset_items(predictor, data_dir: Path, focus, oos_path, cache_dir,
-                   dataset: FaceDataset | None = None) -> list[QueueItem]:
-    if dataset is None:
-        dataset = load_faces(data_dir)
+                   dataset: FaceDataset | None = None, votes=None) -> list[QueueItem]:
+    from fer.data import folder_classes
+    from fer.votes import format_counts
+
+    if dataset is None:  # with votes, every folder: a face filed as angry may be sad to its annotators
+        dataset = load_faces(data_dir, folder_classes(data_dir) if votes is not None else CLASS_NAMES)
     unknown = sorted(set(dataset.classes) - set(CLASS_NAMES))
-    if unknown:
+    if unknown and votes is None:
         raise DataError(f"The dataset has classes {', '.join(unknown)} that review does not know; "
                         f"its classes must be among {', '.join(CLASS_NAMES)}.")
     shas = dataset.hashes()
@@ -272,14 +320,21 @@ def _dataset_items(predictor, data_dir: Path, focus, oos_path, cache_dir,
         probabilities[missing] = model_probabilities(predictor, dataset.images[missing], [shas[i] for i in missing],
                                                      cache_dir)
     in_sample_model = _trained_on(predictor, data_dir)
-    given_index = np.array([CLASS_NAMES.index(dataset.classes[label]) for label in dataset.labels], dtype=np.int64)
-    scores = doubt_scores(probabilities, given_index, focus)  # (N,)
+    folder_index = np.array([CLASS_NAMES.index(name) if name in CLASS_NAMES else -1 for name in dataset.classes])
+    given_index = folder_index[dataset.labels]  # (N,) -1: a folder that is not a class (with votes only)
+    if votes is None:
+        counts, listed = np.zeros((len(dataset), 0), dtype=np.int64), np.zeros(len(dataset), dtype=bool)
+        scores, label_index = doubt_scores(probabilities, given_index, focus), given_index  # (N,)
+    else:
+        counts, listed = votes.counts_for(dataset.paths)
+        scores, label_index = vote_scores(probabilities, given_index, counts, listed, focus)
     items = []
     for index, sha in enumerate(shas):
-        given = CLASS_NAMES[given_index[index]]
+        given = CLASS_NAMES[given_index[index]] if given_index[index] >= 0 else ""
+        agreed = CLASS_NAMES[label_index[index]] if listed[index] and label_index[index] >= 0 else ""
         row = probabilities[index]
         predicted = CLASS_NAMES[int(np.argmax(row))]
-        if focus and given not in focus and predicted not in focus:
+        if focus and not {given, agreed, predicted} & set(focus):
             continue
         items.append(QueueItem(
             sha256=sha, face=dataset.images[index], source=_relative(dataset.paths[index], data_dir),
@@ -287,6 +342,7 @@ def _dataset_items(predictor, data_dir: Path, focus, oos_path, cache_dir,
             score=float(scores[index]),
             in_sample=bool(not found[index] and in_sample_model),
             model_version=oos_name if found[index] else str(predictor.version), others={},
+            votes=format_counts(counts[index]) if listed[index] else "", consensus_label=agreed,
         ))
     return items
 
@@ -341,7 +397,7 @@ def build_queue(source: str = "dataset", *, predictor=None, data_dir: str | Path
                 folder: str | Path | None = None, labels_dir: str | Path | None = None, reviewer: str | None = None,
                 skip_reviewed: bool = True, focus: tuple[str, ...] | None = DEFAULT_FOCUS,
                 oos_path: str | Path | None = None, cache_dir: str | Path | None = None,
-                limit: int | None = None, dataset: FaceDataset | None = None) -> list[QueueItem]:
+                limit: int | None = None, dataset: FaceDataset | None = None, votes=None) -> list[QueueItem]:
     """The faces of one queue, highest score first, each face once.
 
     `source`: "dataset" (the folder-per-class tree `data_dir`, default `default_data_dir()`), "flagged" (the labels
@@ -352,7 +408,8 @@ def build_queue(source: str = "dataset", *, predictor=None, data_dir: str | Path
     `predict_faces((N, S, S) uint8) -> (N, C)` and `version` (default: the served model; not needed for "flagged").
     `focus` keeps dataset faces given or predicted one of these classes (None: all). With `reviewer` and
     `skip_reviewed`, faces that reviewer has a label in force for are left out; `others` on each item holds the
-    other reviewers' labels. `oos_path` defaults to DEFAULT_OOS_PATH, used when it exists.
+    other reviewers' labels. `oos_path` defaults to DEFAULT_OOS_PATH, used when it exists. `votes` (a
+    `fer.votes.Votes`) gives dataset faces their annotators' counts and consensus and ranks disputed faces first.
     """
     if source not in QUEUE_SOURCES:
         raise ValueError(f"Unknown queue {source!r}; choose one of {', '.join(QUEUE_SOURCES)}.")
@@ -362,7 +419,7 @@ def build_queue(source: str = "dataset", *, predictor=None, data_dir: str | Path
     reviewer = labels.clean_reviewer(reviewer) if reviewer else None
     if source == "dataset":
         data_dir = Path(data_dir) if data_dir is not None else default_data_dir()
-        items = _dataset_items(_load_predictor(predictor), data_dir, focus, oos_path, cache_dir, dataset)
+        items = _dataset_items(_load_predictor(predictor), data_dir, focus, oos_path, cache_dir, dataset, votes)
     elif source == "flagged":
         items = _flagged_items(labels_dir)
     else:
@@ -370,17 +427,17 @@ def build_queue(source: str = "dataset", *, predictor=None, data_dir: str | Path
             raise ValueError("The unlabelled queue needs a folder of face images.")
         items = _unlabelled_items(_load_predictor(predictor), Path(folder), cache_dir)
 
-    votes = labels.reviewer_labels(labels.read_corrections(labels.corrections_path(labels_dir)).rows)
+    reviewed = labels.reviewer_labels(labels.read_corrections(labels.corrections_path(labels_dir)).rows)
     items.sort(key=lambda item: (-item.score, item.source))
     queue, seen = [], set()
     for item in items:
         if item.sha256 in seen:  # FER2013 holds duplicate faces, some in two class folders: show each face once
             continue
         seen.add(item.sha256)
-        image_votes = votes.get(item.sha256, {})
-        if reviewer and skip_reviewed and reviewer in image_votes:
+        image_labels = reviewed.get(item.sha256, {})
+        if reviewer and skip_reviewed and reviewer in image_labels:
             continue
-        item.others = {name: label for name, label in image_votes.items() if name != reviewer}
+        item.others = {name: label for name, label in image_labels.items() if name != reviewer}
         queue.append(item)
         if limit is not None and len(queue) >= limit:
             break
@@ -582,6 +639,9 @@ def main(argv: list[str] | None = None) -> int:
     queue.add_argument("--model", default=None, help="a .keras file (default: the served model)")
     queue.add_argument("--oos", type=Path, default=None, help=f"out-of-fold cache (default {DEFAULT_OOS_PATH} if present)")
     queue.add_argument("--limit", type=int, default=20)
+    queue.add_argument("--votes", type=Path, default=None,
+                       help="annotators' votes file: show their counts, label faces by consensus, disputed faces "
+                            "first (default: the model's votes file, if it was trained on one)")
     oos = commands.add_parser("oos", help="out-of-fold probabilities for every face of a folder-per-class tree")
     oos.add_argument("--data", type=Path, required=True, help="folder-per-class tree, e.g. ../shared/data/fer2013/train")
     oos.add_argument("--folds", type=int, default=5)
@@ -608,9 +668,11 @@ def main(argv: list[str] | None = None) -> int:
             from fer.predict import load_predictor
 
             predictor = load_predictor(args.model)
+        votes = load_votes(args.votes, predictor)
         items = build_queue(args.source, predictor=predictor, data_dir=args.data, folder=args.folder,
                             labels_dir=args.labels_dir, reviewer=args.reviewer,
-                            focus=None if args.all_classes else DEFAULT_FOCUS, oos_path=args.oos, limit=args.limit)
+                            focus=None if args.all_classes else DEFAULT_FOCUS, oos_path=args.oos, limit=args.limit,
+                            votes=votes)
         for item in items:
             print(json.dumps(item.to_dict()))
     except (FerError, ValueError) as error:

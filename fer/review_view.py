@@ -67,11 +67,11 @@ def describe_item(item) -> str:
     """Markdown about one fer.review.QueueItem: where it comes from, its labels, the model's view, others' votes."""
     predicted = item.predicted_label
     lines = [f"**Source:** `{item.source}` ({item.queue} queue)"]
-    if item.given_label:
-        lines.append(f"**Current label:** {item.given_label} · **model says:** {predicted} "
-                     f"({item.probabilities[predicted]:.0%})")
-    else:
-        lines.append(f"**Current label:** none · **model says:** {predicted} ({item.probabilities[predicted]:.0%})")
+    label = f"{item.given_label} (folder)" if item.votes and item.given_label else item.given_label or "none"
+    lines.append(f"**Current label:** {label} · **model says:** {predicted} ({item.probabilities[predicted]:.0%})")
+    if item.votes:
+        consensus = item.consensus_label or "none among the four classes"
+        lines.append(f"**Annotators:** {item.votes} · **consensus:** {consensus}")
     if item.in_sample:
         lines.append("_The model trained on this face, so it tends to agree with the current label._")
     if item.others:
@@ -114,17 +114,27 @@ def format_agreement(summary: dict) -> str:
 
 
 def model_overview(models_dir: str | Path | None = None) -> tuple[str, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """The current model's summary (Markdown), per-class scores, confusion matrix, and the models' history."""
+    """The current model's summary (Markdown), per-class scores, confusion matrix, and the models' history.
+
+    Scores and the confusion matrix are against the annotators' consensus where the JSON has them (fer.votes), with
+    each class's recall on clear faces; the folder labels' figures are in the summary beside them.
+    """
     path = current_model_path(models_dir)
     metadata = read_metadata(path)
-    report = metadata.get("metrics", {}).get("validation", {})
+    metrics = metadata.get("metrics", {})
+    folder_report = metrics.get("validation", {})
+    report = metrics.get("validation_consensus") or folder_report
     classes = list(report.get("classes") or metadata["classes"])
     inference = metadata.get("inference", {})
     summary = [f"**Serving `{path.stem}`** ({metadata.get('arch', '?')}, {metadata.get('parameters', 0):,} "
                f"parameters, trained {str(metadata.get('created', '?'))[:10]})"]
-    if report:
-        summary.append(f"Validation ({report.get('n_images', '?')} faces): accuracy **{report['accuracy']:.1%}**, "
-                       f"macro-F1 **{report['macro_f1']:.3f}**")
+    if "validation_consensus" in metrics:
+        summary.append(f"Validation against ten annotators' consensus ({report.get('n_images', '?')} faces): "
+                       f"accuracy **{report['accuracy']:.1%}**, macro-F1 **{report['macro_f1']:.3f}** (the tables "
+                       "below)")
+    if folder_report:
+        summary.append(f"Validation against FER2013's folder labels ({folder_report.get('n_images', '?')} faces): "
+                       f"accuracy **{folder_report['accuracy']:.1%}**, macro-F1 **{folder_report['macro_f1']:.3f}**")
     if "ece_after_calibration" in report:
         summary.append(f"Calibration: temperature {inference.get('temperature', 1.0):.3f}, expected calibration "
                        f"error {report['ece_before_calibration']:.3f} before, {report['ece_after_calibration']:.3f} after")
@@ -132,19 +142,28 @@ def model_overview(models_dir: str | Path | None = None) -> tuple[str, pd.DataFr
         summary.append(f"Fine-tuned from `{metadata['parent']}`"
                        + (f" with {metadata['corrections'].get('rows', '?')} correction rows"
                           if isinstance(metadata.get("corrections"), dict) else ""))
+    clear = report.get("clear_recall", {})
     per_class = pd.DataFrame(
         [{"class": name, **{key: round(float(values[key]), 3) for key in ("precision", "recall", "f1")},
-          "support": int(values["support"])} for name, values in report.get("per_class", {}).items()],
-        columns=["class", "precision", "recall", "f1", "support"])
+          "support": int(values["support"]),
+          "recall on clear faces": round(float(clear[name]["recall"]), 3) if name in clear else None}
+         for name, values in report.get("per_class", {}).items()],
+        columns=["class", "precision", "recall", "f1", "support", "recall on clear faces"])
     confusion = pd.DataFrame(report.get("confusion", []), columns=classes if report.get("confusion") else None)
     if len(confusion):
         confusion.insert(0, "true \\ predicted", classes)
     history = pd.DataFrame(
         [{"version": row["version"] + (" (current)" if row["current"] else ""), "date (UTC)": row["date"],
-          "accuracy": _round(row["accuracy"]), "macro-F1": _round(row["macro_f1"]), "sad F1": _round(row["sad_f1"]),
-          "neutral F1": _round(row["neutral_f1"]), "status": row["status"], "parent": row["parent"] or ""}
+          "accuracy (consensus)": _round(row["consensus_accuracy"]),
+          "sad F1 (consensus)": _round(row["consensus_sad_f1"]),
+          "neutral F1 (consensus)": _round(row["consensus_neutral_f1"]),
+          "accuracy (folders)": _round(row["accuracy"]), "macro-F1 (folders)": _round(row["macro_f1"]),
+          "sad F1 (folders)": _round(row["sad_f1"]), "neutral F1 (folders)": _round(row["neutral_f1"]),
+          "status": row["status"], "parent": row["parent"] or ""}
          for row in reversed(list_models(path.parent))],
-        columns=["version", "date (UTC)", "accuracy", "macro-F1", "sad F1", "neutral F1", "status", "parent"])
+        columns=["version", "date (UTC)", "accuracy (consensus)", "sad F1 (consensus)", "neutral F1 (consensus)",
+                 "accuracy (folders)", "macro-F1 (folders)", "sad F1 (folders)", "neutral F1 (folders)", "status",
+                 "parent"])
     return "  \n".join(summary), per_class, confusion, history
 
 
