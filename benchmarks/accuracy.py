@@ -4,6 +4,7 @@
     python benchmarks/accuracy.py --models seed_cnn vgg_small_cos --robustness --json runs/accuracy.json
     python benchmarks/accuracy.py --models vgg_small_reg --views                    # more test-time views than the flip
     python benchmarks/accuracy.py --ensemble vgg_small_reg runs/wide/vgg_wide.keras  # averaged served probabilities
+    python benchmarks/accuracy.py --votes ../shared/data/fer2013/ferplus_votes.csv --robustness  # against consensus
 
 For each model: accuracy, macro-F1, per-class F1, parameters, and classifier speed (one face per call, and faces per
 second in batches of 64) measured here, in the same process, so the ratios between models hold on a busy machine.
@@ -13,7 +14,9 @@ their probabilities averaged). `--ensemble A B ...` (repeatable) scores the aver
 probabilities (each with its own flip averaging and temperature); its compute is the sum of theirs.
 `--robustness` scores the same faces after perturbations that stand in for known failure modes (dim and harsh
 lighting, low contrast, blur, in-plane head tilt, a dark band over the eyes like sunglasses, a small or off-centre
-crop), each reported with its drop from the clean accuracy. Run by hand, not by CI; figures go to docs/model_card.md.
+crop), each reported with its drop from the clean accuracy. `--votes` scores every figure against the annotators'
+consensus (fer.votes: faces of every folder, labelled by their majority) and adds each model's recall on clear faces.
+Run by hand, not by CI; figures go to docs/model_card.md.
 """
 
 from __future__ import annotations
@@ -157,13 +160,15 @@ def _ablation_entry(raw: np.ndarray, labels: np.ndarray, temperature: float, cla
             "ece_calibrated": expected_calibration_error(calibrated, labels)}
 
 
-def measure(name: str, data: Path, robustness: bool, views: bool = False) -> dict:
-    from fer.evaluate import load_eval_faces
+def measure(name: str, data: Path, robustness: bool, views: bool = False, votes=None) -> dict:
+    from fer.evaluate import load_eval_set
+    from fer.evaluate import score as report
     from fer.models import resolve_model
     from fer.predict import load_predictor
 
     predictor = load_predictor(resolve_model(name))
-    faces, labels, _ = load_eval_faces(predictor, data)
+    dataset, _ = load_eval_set(predictor, data, votes=votes)
+    faces, labels = dataset.images, dataset.labels
     temperature = predictor.temperature
     result = {"model": name, "arch": predictor.metadata.get("arch"), "parameters": int(predictor.model.count_params()),
               "flip_average": predictor.flip_average, "temperature": temperature, "n_images": int(len(faces))}
@@ -177,6 +182,9 @@ def measure(name: str, data: Path, robustness: bool, views: bool = False) -> dic
             ablation[label] = _ablation_entry(raw, labels, temperature, predictor.classes)
     shipped = ablation["flip" if predictor.flip_average else "no flip"]
     result.update(shipped=shipped, ablation=ablation, speed=speed(predictor, faces))
+    if votes is not None:
+        served = apply_temperature(raws[bool(predictor.flip_average)], temperature)
+        result["clear_recall"] = report(dataset, served, votes)["clear_recall"]
     if robustness:
         result["robustness"] = {}
         for label, perturb in PERTURBATIONS.items():
@@ -189,7 +197,7 @@ def measure(name: str, data: Path, robustness: bool, views: bool = False) -> dic
     return result
 
 
-def measure_ensemble(names: list[str], data: Path) -> dict:
+def measure_ensemble(names: list[str], data: Path, votes=None) -> dict:
     """The average of the named models' served probabilities on the validation faces, scored."""
     from fer.evaluate import load_eval_faces
     from fer.models import resolve_model
@@ -202,7 +210,7 @@ def measure_ensemble(names: list[str], data: Path) -> dict:
             raise FerError(f"{name} predicts {', '.join(other.classes)} from {other.image_size}-pixel faces; "
                            f"{names[0]} predicts {', '.join(first.classes)} from {first.image_size}: "
                            "an ensemble needs the same classes and face size.")
-    faces, labels, _ = load_eval_faces(first, data)
+    faces, labels, _ = load_eval_faces(first, data, votes=votes)
     probabilities = np.mean([predictor.predict_faces(faces) for predictor in predictors], axis=0)
     return {"members": list(names), "n_images": int(len(faces)),
             "shipped": {**score(probabilities, labels, first.classes),
@@ -231,6 +239,12 @@ def print_tables(results: list[dict]) -> None:
         print(f"| {r['model']} | {s['accuracy']:.4f} | {s['macro_f1']:.4f} | "
               + " | ".join(f"{s['f1'][c]:.3f}" for c in classes)
               + f" | {r['parameters']:,} | {r['speed']['ms_per_face_batch1']:.2f} | {r['speed']['faces_per_s_batch64']:.0f} |")
+    if "clear_recall" in results[0]:
+        print("\n| model | " + " | ".join(f"{c} recall on clear faces ({results[0]['clear_recall'][c]['support']})"
+                                         for c in classes) + " |")
+        print("|---" * (1 + len(classes)) + "|")
+        for r in results:
+            print(f"| {r['model']} | " + " | ".join(f"{r['clear_recall'][c]['recall']:.3f}" for c in classes) + " |")
     base = results[0]["speed"]
     if len(results) > 1:
         print("\nspeed ratios against " + results[0]["model"] + ": " + ", ".join(
@@ -263,6 +277,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder-per-class validation faces")
     parser.add_argument("--robustness", action="store_true", help="also score perturbed faces")
     parser.add_argument("--views", action="store_true", help="also score test-time views beyond the flip")
+    parser.add_argument("--votes", type=Path, help="score against the annotators' consensus in this votes file "
+                                                   "(../shared/data/fer2013/ferplus_votes.csv)")
     parser.add_argument("--json", type=Path, help="write every figure here")
     args = parser.parse_args(argv)
     if not args.data.is_dir():
@@ -270,14 +286,17 @@ def main(argv: list[str] | None = None) -> int:
     names = args.models or ([] if args.ensemble else sorted(path.stem for path in models_dir().glob("*.keras")))
     results, ensembles = [], []
     try:
+        from fer.votes import read as read_votes
+
+        votes = read_votes(args.votes) if args.votes else None
         for name in names + [member for members in args.ensemble for member in members]:
             resolve_model(name)  # a typo stops the run before minutes of measuring, not after
         for name in names:
             print(f"measuring {name} ...", file=sys.stderr, flush=True)
-            results.append(measure(name, args.data, args.robustness, args.views))
+            results.append(measure(name, args.data, args.robustness, args.views, votes))
         for members in args.ensemble:
             print(f"measuring the ensemble {' + '.join(members)} ...", file=sys.stderr, flush=True)
-            ensembles.append(measure_ensemble(members, args.data))
+            ensembles.append(measure_ensemble(members, args.data, votes))
     except FerError as error:
         print("error: " + " ".join(str(error).split()), file=sys.stderr)
         return 2

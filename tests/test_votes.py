@@ -228,3 +228,23 @@ def test_model_tab_shows_consensus_figures_with_clear_recall(voted_data, tmp_pat
     assert "consensus (13 faces)" in summary and "folder labels (12 faces)" in summary
     assert "recall on clear faces" in per_class.columns and per_class["support"].sum() == 13
     assert history.loc[0, "accuracy (consensus)"] is not None
+
+
+def test_cli_summarises_a_split_and_the_review_queue_finds_its_votes_file(voted_data, model_path, tmp_path,
+                                                                         monkeypatch, capsys, caplog):
+    root, votes_path = voted_data
+    assert votes.main([str(votes_path), "--data", str(root / "validation")]) == 0
+    printed = capsys.readouterr().out
+    assert "15 faces, 3 with votes, 3 with a consensus" in printed and "one more vote" in printed
+    assert votes.main([str(tmp_path / "none.csv")]) == 2
+    assert "No votes file" in capsys.readouterr().err
+
+    predictor = load_predictor(model_path)
+    monkeypatch.delenv("FER_VOTES_FILE", raising=False)
+    assert review.load_votes(predictor=predictor) is None  # trained on folders: no votes
+    monkeypatch.setenv("FER_VOTES_FILE", str(votes_path))
+    assert len(review.load_votes(predictor=predictor)) == 7
+    trained = {"data": {"votes": {"file": str(tmp_path / "moved.csv")}}}
+    monkeypatch.delenv("FER_VOTES_FILE")
+    assert review.load_votes(predictor=type("P", (), {"metadata": trained})()) is None
+    assert "FER_VOTES_FILE" in caplog.text
