@@ -134,8 +134,8 @@ def gate(candidate_path: str | Path, current_path: str | Path, data_dir: str | P
     candidate_predictor, current_predictor = load_predictor(candidate_path), load_predictor(current_path)
     if candidate_predictor.classes != current_predictor.classes:
         raise ModelError(f"{candidate_path.name} and {current_path.name} predict different classes; they cannot be compared.")
-    votes_path = (votes_path or fer_votes.trained_on(current_predictor.metadata)
-                  or fer_votes.trained_on(candidate_predictor.metadata))
+    votes_path = (votes_path or fer_votes.default_for(current_predictor.metadata)
+                  or fer_votes.default_for(candidate_predictor.metadata))
     votes = fer_votes.read(votes_path) if votes_path else None
     current_report = evaluate(current_predictor, folder, votes=votes)
     candidate_report = evaluate(candidate_predictor, folder, votes=votes)

@@ -216,16 +216,15 @@ def _trained_on(predictor, data_dir: Path) -> bool:
 
 
 def load_votes(path: str | Path | None = None, predictor=None):
-    """The votes the review queue uses: `path`, else $FER_VOTES_FILE, else the file the model was trained on (a
-    relative path taken from the project root, where fer.train ran); None when there is none or it is not there."""
-    from fer.votes import read, trained_on
+    """The votes the review queue uses: `path`, else $FER_VOTES_FILE, else the file the model was trained on
+    (`fer.votes.default_for`); None when there is none or it is not there."""
+    from fer.votes import default_for, read
 
     if path is None:
-        path = os.environ.get("FER_VOTES_FILE") or trained_on(getattr(predictor, "metadata", None) or {})
+        path = os.environ.get("FER_VOTES_FILE") or default_for(getattr(predictor, "metadata", None) or {})
         if path is None:
             return None
-        path = Path(path) if Path(path).is_absolute() else PROJECT_ROOT / path
-        if not path.is_file():
+        if not Path(path).is_file():
             logger.warning("The votes file %s is not here; the review queue uses the folder labels alone. Set "
                            "FER_VOTES_FILE to its location.", path)
             return None

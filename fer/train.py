@@ -631,7 +631,7 @@ def run(data_root: str | Path, out: Path, config: TrainConfig = TrainConfig(), p
         classes = tuple(parent["classes"])
         config = dataclasses.replace(config, arch=parent.get("arch", config.arch))
         preprocess = preprocess or PreprocessConfig.from_dict(parent["preprocess"])
-        votes_path = votes_path or fer_votes.trained_on(parent)
+        votes_path = votes_path or fer_votes.default_for(parent)
     preprocess = preprocess or PreprocessConfig()
     votes = fer_votes.read(votes_path) if votes_path is not None else None
     if votes is not None and config.extra_classes:

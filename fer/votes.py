@@ -38,7 +38,7 @@ from pathlib import Path, PurePath
 
 import numpy as np
 
-from fer.config import CLASS_NAMES
+from fer.config import CLASS_NAMES, PROJECT_ROOT
 from fer.data import FaceDataset
 from fer.errors import DataError
 
@@ -90,6 +90,21 @@ class Votes:
 def trained_on(metadata: dict) -> str | None:
     """The votes file a model was trained on (its JSON's `data.votes.file`), or None for folder labels."""
     return ((metadata.get("data") or {}).get("votes") or {}).get("file")
+
+
+def default_for(metadata: dict) -> Path | None:
+    """Where the votes a model was trained on are now, for fine-tuning it and judging it: $FER_VOTES_FILE (their
+    copy on this machine), else the recorded path (relative paths from the working folder, else the project root,
+    where fer.train ran). None for a model trained on folder labels."""
+    recorded = trained_on(metadata)
+    if recorded is None:
+        return None
+    if os.environ.get("FER_VOTES_FILE"):
+        return Path(os.environ["FER_VOTES_FILE"])
+    path = Path(recorded)
+    if not path.is_absolute() and not path.is_file() and (PROJECT_ROOT / path).is_file():
+        return PROJECT_ROOT / path
+    return path
 
 
 def face_key(path, depth: int = 3) -> str:

@@ -248,3 +248,14 @@ def test_cli_summarises_a_split_and_the_review_queue_finds_its_votes_file(voted_
     monkeypatch.delenv("FER_VOTES_FILE")
     assert review.load_votes(predictor=type("P", (), {"metadata": trained})()) is None
     assert "FER_VOTES_FILE" in caplog.text
+
+
+def test_a_models_votes_are_found_where_they_are_now(tmp_path, monkeypatch):
+    monkeypatch.delenv("FER_VOTES_FILE", raising=False)
+    assert votes.default_for({"data": {}}) is None
+    trained = {"data": {"votes": {"file": "tests/test_votes.py"}}}  # relative to the project root
+    monkeypatch.chdir(tmp_path)
+    assert votes.default_for(trained) == votes.PROJECT_ROOT / "tests" / "test_votes.py"
+    monkeypatch.setenv("FER_VOTES_FILE", str(tmp_path / "copy.csv"))  # the copy on this machine wins
+    assert votes.default_for(trained) == tmp_path / "copy.csv"
+    assert votes.default_for({"data": {}}) is None  # but never turns a folder-label model into a votes one
