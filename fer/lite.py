@@ -255,13 +255,16 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"with --int8: int8 activations too, their ranges set on {CALIBRATION_FACES} faces from "
                              "these class folders (the training split); 1.1-1.3x the throughput of int8 weights")
     parser.add_argument("--check-data", metavar="DIR",
-                        help="class folders of faces (e.g. the validation split) to compare the copy with TensorFlow on")
+                        help="class folders of faces (e.g. the validation split) to compare the copy with TensorFlow "
+                             "on; a model trained on votes is scored against their consensus (fer.votes)")
     args = parser.parse_args(argv)
     if args.calibration_data and not args.int8:
         parser.error("--calibration-data sets int8 activation ranges: add --int8")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    from fer.data import load_faces
+    from fer.data import folder_classes, load_faces
     from fer.models import resolve_model
+    from fer.votes import default_for, label_faces
+    from fer.votes import read as read_votes
     from fer.registry import read_metadata
 
     status = 0
@@ -271,8 +274,13 @@ def main(argv: list[str] | None = None) -> int:
             check = calibration = None
             metadata = read_metadata(path)
             classes, preprocess = tuple(metadata["classes"]), PreprocessConfig.from_dict(metadata["preprocess"])
-            if args.check_data:
-                check = load_faces(args.check_data, classes, preprocess)
+            if args.check_data:  # labelled as the model learned: by the annotators' consensus if it had votes
+                votes_path = default_for(metadata)
+                if votes_path is None:
+                    check = load_faces(args.check_data, classes, preprocess)
+                else:
+                    every = load_faces(args.check_data, folder_classes(args.check_data), preprocess)
+                    check, _ = label_faces(every, classes, read_votes(votes_path))
             if args.calibration_data:
                 calibration = calibration_faces(load_faces(args.calibration_data, classes, preprocess).images)
             lite_path = export(path, int8=args.int8, calibration=calibration, check=check)

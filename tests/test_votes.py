@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from fer import evaluate, gate, labels, review, review_view, train, votes
+from fer import evaluate, gate, labels, lite, review, review_view, train, votes
 from fer.config import CLASS_NAMES
 from fer.corrections import read as read_corrections
 from fer.data import folder_classes, load_faces
@@ -147,6 +147,9 @@ def test_training_on_votes_records_both_figures_and_a_fine_tune_inherits_the_vot
     assert consensus["n_images"] == 13 and folder["n_images"] == 12  # + the angry face that is sad, - none
     assert set(consensus["clear_recall"]) == set(CLASS_NAMES)
     assert consensus["clear_recall"]["sad"]["support"] == 1 and consensus["clear_recall"]["neutral"]["support"] == 1
+    assert metadata["lite"]["check"]["faces"] == 13  # the LiteRT copy is checked on the consensus too
+    assert lite.main(["--check-data", str(root / "validation"), str(out.with_suffix(".keras"))]) == 0
+    assert json.loads(out.with_suffix(".json").read_text())["lite"]["check"]["faces"] == 13
 
     tuned = tmp_path / "models" / "tuned"
     assert train.main(["--data", str(root), "--init-from", str(out.with_suffix(".keras")), "--epochs", "1",
