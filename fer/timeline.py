@@ -87,7 +87,7 @@ class Timeline:
         axes[-1].set_xlabel("seconds since the start of the video")
         if shown:
             handles, labels = axes[0].get_legend_handles_labels()
-            figure.legend(handles, labels, loc="outside upper center", ncols=len(self.classes), frameon=False)
+            figure.legend(handles, labels, loc="outside lower center", ncols=len(self.classes), frameon=False)
         hidden = len(self.faces) - len(shown)
         heading = title + (f" ({hidden} more face{'s' * (hidden > 1)} in the table)" if hidden > 0 else "")
         if heading:

@@ -45,9 +45,11 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_RATE = 10.0  # samples per second when --every is not given: every frame of a video up to 10 frames/s
 FORMATS = "MP4, MOV, M4V, AVI, WebM or MKV"
+SUFFIXES = (".mp4", ".mov", ".m4v", ".avi", ".webm", ".mkv")  # what an upload box offers; the content decides
 # Annotated copies: extension -> OpenCV fourcc. VP8 in WebM is the one browsers play that this OpenCV can encode.
 WRITERS = {".webm": "VP80", ".mkv": "VP80", ".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG"}
 BROWSER_FORMAT = ".webm"
+MIN_ANNOTATED_FPS = 1.0  # the annotated copy's lowest frame rate
 _PHOTO_MAGIC = (b"\xff\xd8\xff", b"\x89PNG", b"GIF8", b"BM", b"II*\x00", b"MM\x00*")
 
 
@@ -192,7 +194,7 @@ def analyze_video(predictor, path: str | os.PathLike, csv_path: str | os.PathLik
     session = live.LiveSession()
     with contextlib.ExitStack() as stack:
         table = stack.enter_context(_CsvOutput(csv_path, classes)) if csv_path else None
-        writer = stack.enter_context(_AnnotatedOutput(annotated_path, 1.0 / step)) if annotated_path else None
+        writer = stack.enter_context(_AnnotatedOutput(annotated_path, step)) if annotated_path else None
         for index, seconds, slot, bgr in _samples(info, step, limits, result):
             rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)  # (H, W, 3) uint8, as fer.live and fer.preprocess take it
             live.track_faces(predictor, rgb, session, tracker_config, now=seconds)
@@ -292,8 +294,9 @@ def _check_ending(result: VideoResult) -> None:
     """A stream that ends well before its header's frame count was probably cut off: say so, keep what was read."""
     expected, decoded = result.info.frame_count, result.frames_decoded
     if expected and decoded < expected - max(2, expected // 100):
+        covered = _duration(decoded / result.info.fps)
         result.warnings.append(f"the video ended after {decoded} of the {expected} frames its header announces; the "
-                               f"file may be truncated, and the results cover its first {_duration(decoded / result.info.fps)}")
+                               f"file may be truncated, and the results cover its first {covered}")
     skipped = [warning for warning in result.warnings if warning.startswith("frame ")]
     if len(skipped) > 3:  # one line, not thousands, for a badly damaged file
         result.warnings = [warning for warning in result.warnings if warning not in skipped]
@@ -305,7 +308,9 @@ def _duration(seconds: float) -> str:
     if seconds < 60:
         return f"{seconds:.1f} s"
     minutes, rest = divmod(round(seconds), 60)
-    return f"{minutes} min {rest} s" if minutes < 60 else f"{minutes // 60} h {minutes % 60} min"
+    if minutes >= 60:
+        return f"{minutes // 60} h {minutes % 60} min"
+    return f"{minutes} min {rest} s" if rest else f"{minutes} min"
 
 
 # ------------------------------------------------------------------------------------------------ writing
@@ -337,11 +342,13 @@ class _CsvOutput:
 
 class _AnnotatedOutput:
     """The annotated copy: one frame per sample slot, repeated over slots with no decodable frame, so its timing
-    matches the video's."""
+    matches the video's. Samples further apart than a second are each repeated at MIN_ANNOTATED_FPS or a little more:
+    OpenCV writes unplayable WebM below 0.1 frames/s, and players handle such rates badly."""
 
-    def __init__(self, path: str | os.PathLike, fps: float):
+    def __init__(self, path: str | os.PathLike, step_s: float):
         self.path = Path(path)
-        self.fps = fps
+        self.copies = max(1, math.ceil(step_s * MIN_ANNOTATED_FPS - 1e-9))  # frames written per sample slot
+        self.fps = self.copies / step_s
         suffix = self.path.suffix.lower()
         if suffix not in WRITERS:
             raise VideoError(f"Cannot write an annotated video as {suffix or 'a file without an extension'}; use "
@@ -359,7 +366,7 @@ class _AnnotatedOutput:
         if (rgb.shape[1], rgb.shape[0]) != self.size:
             rgb = cv2.resize(rgb, self.size, interpolation=cv2.INTER_AREA)
         bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
-        for _ in range(max(1, slot - self.last_slot)):
+        for _ in range(max(1, slot - self.last_slot) * self.copies):
             self.writer.write(bgr)
         self.last_slot = slot
 
