@@ -209,6 +209,8 @@ def analyze_video(predictor, path: str | os.PathLike, csv_path: str | os.PathLik
                 writer.write(live.draw_tracks(rgb, visible, classes, config.annotated_max_side, numbered=True), slot)
             if progress is not None:
                 progress(index + 1, info.frame_count)
+        if progress is not None:
+            progress(result.frames_decoded, info.frame_count)  # the frames after the last sample
         if result.frames_sampled == 0:
             raise VideoError(f"{path} holds no frame OpenCV can decode (codec {info.codec}); it may be truncated.")
     _check_ending(result)
@@ -461,16 +463,23 @@ def _interval_argument(text: str) -> float:
 
 @contextlib.contextmanager
 def _progress_bar(info: VideoInfo) -> Iterator[Progress]:
-    """A tqdm bar on stderr in frames of the video (tqdm comes with gradio, through huggingface_hub)."""
+    """A tqdm bar on stderr in frames of the video (tqdm comes with gradio, through huggingface_hub). It starts with
+    the first analysed frame, after OpenCV's own notes on opening the annotated copy, so they do not cut into it."""
     from tqdm import tqdm
 
-    with tqdm(total=info.frame_count or None, unit="frame", file=sys.stderr, dynamic_ncols=True,
-              disable=None) as bar:  # disable=None: no bar when stderr is not a terminal
+    bars = []
 
-        def update(done: int, total: int) -> None:
-            bar.update(done - bar.n)
+    def update(done: int, total: int) -> None:
+        if not bars:  # disable=None: no bar when stderr is not a terminal
+            bars.append(tqdm(total=info.frame_count or None, unit="frame", file=sys.stderr, dynamic_ncols=True,
+                             disable=None))
+        bars[0].update(done - bars[0].n)
 
+    try:
         yield update
+    finally:
+        for bar in bars:
+            bar.close()
 
 
 if __name__ == "__main__":

@@ -320,3 +320,11 @@ def test_cli_wants_an_output(clip, capsys):
     with pytest.raises(SystemExit) as stopped:
         video.main([str(clip)])
     assert stopped.value.code == 2 and "--csv" in capsys.readouterr().err
+
+
+def test_progress_reports_frames_decoded_up_to_the_end(predictor, clip):
+    reports = []
+    video.analyze_video(predictor, clip, config=video.VideoConfig(every_s=0.5),
+                        progress=lambda done, total: reports.append((done, total)))
+    assert reports[0] == (1, 12) and reports[-1] == (12, 12)  # samples at frames 0 and 5, then the end
+    assert [done for done, _ in reports] == sorted(done for done, _ in reports)
