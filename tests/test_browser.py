@@ -13,6 +13,8 @@ import io
 import os
 import re
 import socket
+import tempfile
+import time
 from pathlib import Path
 
 import cv2
@@ -150,6 +152,15 @@ def test_recording_plays_its_annotated_video_in_the_browser(page, astronaut, tmp
     assert "1 face" in page.locator("#recording-message").inner_text()
     assert "happy %" in page.locator("#recording-summary").inner_text()
     assert "session_faces" in page.locator("#recording-csv").inner_text()  # the download link
+    # The analysis's own folder is deleted once Gradio has copied its files; the page is served those copies.
+    deadline = time.monotonic() + 30
+    while any(name.startswith("fer-recording-") for name in os.listdir(tempfile.gettempdir())):
+        assert time.monotonic() < deadline, "the analysis's working folder was not deleted"
+        time.sleep(0.2)
+    source = page.locator("#recording-video video").get_attribute("src")
+    assert "fer-recording-" not in source
+    served_video = page.request.get(source)
+    assert served_video.ok and served_video.body().startswith(b"\x1aE\xdf\xa3")  # the WebM, still there
     page.screenshot(path=str(tmp_path / "recording.png"), full_page=True)
 
 
