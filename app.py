@@ -25,7 +25,7 @@ import gradio as gr
 from gradio.data_classes import ImageData
 
 import fer
-from fer import annotate, auth, config, labels, live, photo, review, review_view, train
+from fer import annotate, auth, config, labels, live, photo, recording, review, review_view, train, video
 from fer.errors import FerError
 from fer.serving import ServedModel
 
@@ -59,6 +59,19 @@ Reviewers' corrections are saved when a reviewer saves one.
 NO_FACE_HELP = "Treat the whole image as one face (for close-up face crops such as FER2013 images)"
 FLAGGED_NOTE = ("Face {number} was sent to the reviewers' queue. Stored: its 48×48 grayscale crop and the model's "
                 "probabilities, nothing else from the photo.")
+# Recordings: Gradio refuses uploads over MAX_FILE_SIZE; fer.video refuses longer or larger videos before decoding.
+RECORDING_LIMITS = video.VideoLimits(max_bytes=15 * 2**20, max_duration_s=10 * 60, max_frame_pixels=1920 * 1080)
+RECORDING_SAMPLING = [("every frame, up to 10 a second", "default"), ("2 a second", "0.5s"), ("1 a second", "1s")]
+RECORDING_NOTE = f"""
+Upload a recorded session ({video.FORMATS}; {RECORDING_LIMITS.describe()}, so at most Full HD; use
+`python -m fer.video` on your own computer for anything longer). Each face is tracked through the video and numbered;
+you get the video with boxes and labels, each face's expressions over time, the share of time each expression was
+the most likely one, and a CSV with one row per analysed frame and face.
+
+**What is stored.** Nothing is kept: your video, its annotated copy and the CSV pass through the server's temporary
+cache and are deleted within about half an hour, as photos are; the analysis's own working files are deleted as soon
+as they are handed to you.
+"""
 LIVE_NOTE = """
 Press the webcam's record button to start. Faces are boxed with their smoothed top expression. The plot follows the
 largest face over this session (one point a second; nothing is stored, and the session ends with the page). A
@@ -150,6 +163,27 @@ def live_frame(predictor, frame, session: live.LiveSession | None) -> tuple:
 def reset_live() -> tuple:
     """'Start a new session': forget the tracked faces and the series."""
     return None, None, None, None, None
+
+
+def analyze_recording(predictor, upload: str | None, sampling: str, progress=gr.Progress()) -> tuple:
+    """A video file -> the annotated video, the timeline figure, the per-face table, the CSV, a note, and the private
+    folder holding the files (deleted by `forget_recording` once Gradio has copied them)."""
+    if upload is None:
+        raise gr.Error("Upload a video first.")
+    progress(0.0, desc="reading the video")
+    try:
+        every_s = None if sampling == "default" else video.parse_interval(sampling)
+        result = recording.analyze_recording(
+            predictor, upload, RECORDING_LIMITS, every_s,
+            progress=lambda done, total: progress((done, total or None), desc="analysing frames", unit="frames"))
+    except (FerError, ValueError) as error:
+        raise gr.Error(str(error)) from None
+    return str(result.annotated), result.figure, result.summary, str(result.csv), result.message, str(result.folder)
+
+
+def forget_recording(folder: str | None) -> None:
+    """Delete the analysis's own copies of its outputs (Gradio's cache has them now)."""
+    recording.discard(folder)
 
 
 def signed_in_reviewer(token: str | None) -> str:
@@ -380,6 +414,37 @@ def _live_tab(predictor) -> None:
     reset.click(fn=reset_live, outputs=[session_state, frame_out, now, share, plot], api_visibility="private")
 
 
+def _recording_tab(predictor) -> None:
+    # Holds the private folder of the latest result between the analysis and its clean-up; also cleaned when the
+    # visitor's session ends, should the clean-up event never run.
+    folder = gr.State(None, delete_callback=recording.discard)
+    gr.Markdown(RECORDING_NOTE)
+    with gr.Row():
+        with gr.Column():
+            # A file box, not gr.Video: browsers preview few codecs (Chromium neither MPEG-4 Part 2 nor H.264), and
+            # gr.Video reports every other upload as "not playable" although fer.video reads it.
+            upload = gr.File(label="Recording", file_types=list(video.SUFFIXES), type="filepath",
+                             elem_id="recording-upload")
+            sampling = gr.Radio(RECORDING_SAMPLING, value="default", label="Frames analysed")
+            start = gr.Button("Analyse", variant="primary")
+        with gr.Column():
+            annotated = gr.Video(label="Faces found", interactive=False, buttons=["download"],  # no share to the Hub
+                                 elem_id="recording-video")
+            message = gr.Markdown(elem_id="recording-message")
+    timeline = gr.Plot(label="Expressions over time, per face", format="png")
+    summary = gr.Dataframe(label="Per face: share of time each expression was the most likely (%)",
+                           interactive=False, elem_id="recording-summary")
+    table = gr.File(label="CSV: one row per analysed frame and face", interactive=False, elem_id="recording-csv")
+    start.click(
+        fn=functools.partial(analyze_recording, predictor),
+        inputs=[upload, sampling],
+        outputs=[annotated, timeline, summary, table, message, folder],
+        api_visibility="private",
+        concurrency_id="recording",
+        concurrency_limit=1,  # one video at a time: it keeps a core busy for minutes
+    ).then(fn=forget_recording, inputs=[folder], outputs=[folder], api_visibility="private")
+
+
 def _review_tab(served, token: gr.State) -> None:
     session = gr.State(None)
     if not auth.reviewers_configured():
@@ -462,6 +527,8 @@ def build_demo(predictor) -> gr.Blocks:
                 _predict_tab(served)
             with gr.Tab("Live webcam"):
                 _live_tab(served)
+            with gr.Tab("Recording"):
+                _recording_tab(served)
             with gr.Tab("Review"):
                 _review_tab(served, token)
             with gr.Tab("Model"):

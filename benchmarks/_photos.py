@@ -5,6 +5,8 @@ Labeled Faces in the Wild), and matplotlib's Grace Hopper portrait (512x600 RGB)
 
     one_face_photo()    the astronaut shrunk to 480x480 and padded with gray to 640x480: one face of about 90 px
     five_face_photo()   five face crops (astronaut, Grace Hopper, three LFW faces) tiled 3 + 2 on a gray canvas
+
+and `write_one_face_clip` turns the first into a 640x480 video in which the astronaut sways from side to side.
 """
 
 from __future__ import annotations
@@ -103,6 +105,21 @@ def five_face_photo() -> np.ndarray:
         left, top = offset + column * TILE_WIDTH, row * TILE_HEIGHT
         canvas[top:top + TILE_HEIGHT, left:left + TILE_WIDTH] = tile
     return canvas
+
+
+def write_one_face_clip(path: str | Path, frames: int = 150, fps: float = 25.0, sway_px: int = 40) -> Path:
+    """A 640x480 MPEG-4 Part 2 (mp4v) clip of `one_face_photo`, shifted sideways by up to `sway_px` on a 4-second
+    period, so a tracker has to follow the face. mp4v because it is what this OpenCV writes fastest and what the PyPI
+    fer package writes too; both sides decode the same file."""
+    base = cv2.cvtColor(one_face_photo(), cv2.COLOR_RGB2BGR)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (WIDTH, HEIGHT))
+    if not writer.isOpened():
+        raise RuntimeError(f"OpenCV cannot write an mp4v video to {path}")
+    for index in range(frames):
+        shift = int(round(sway_px * np.sin(2 * np.pi * index / (4 * fps))))
+        writer.write(np.roll(base, shift, axis=1))
+    writer.release()
+    return Path(path)
 
 
 def encode_jpeg(image: np.ndarray, quality: int = 90) -> bytes:

@@ -229,7 +229,10 @@ class PypiFer:
         return json.loads(line)
 
     def run(self, image: Path, seconds: float, min_repeats: int = 1, variant: str = "tflite") -> dict:
-        command = {"image": str(image), "seconds": seconds, "min_repeats": min_repeats, "variant": variant}
+        return self.request({"image": str(image), "seconds": seconds, "min_repeats": min_repeats, "variant": variant})
+
+    def request(self, command: dict) -> dict:
+        """One command of _fer_pypi_runner.py's protocol, and its reply."""
         self.process.stdin.write(json.dumps(command) + "\n")
         self.process.stdin.flush()
         return self._read()

@@ -15,3 +15,7 @@ class ModelError(FerError):
 
 class DataError(FerError):
     """A dataset folder or corrections file cannot be used."""
+
+
+class VideoError(FerError, ValueError):
+    """A video could not be read or written, or is outside the limits set for it."""

@@ -90,7 +90,7 @@ def _open(data: bytes, name: str) -> Image.Image:
         raise ImageError(f"{name} declares far too many pixels (a decompression bomb?); use an image under "
                          f"{MAX_PIXELS // 1_000_000} megapixels.") from None
     except UnidentifiedImageError:
-        what = _describe(data)
+        what = describe_content(data)
         seems = f" (it looks like {what})" if what else ""
         raise ImageError(f"{name} is not an image this app can read{seems}; use {FORMAT_NAMES}.") from None
     except _DECODE_ERRORS as error:
@@ -98,8 +98,9 @@ def _open(data: bytes, name: str) -> Image.Image:
     return image  # _decode checks the pixel count before decoding any pixel
 
 
-def _describe(data: bytes) -> str | None:
-    """What a file Pillow could not identify seems to be, from its first bytes, to say so in the error."""
+def describe_content(data: bytes) -> str | None:
+    """What a file Pillow could not identify (or fer.video could not read) seems to be, from its first bytes, to say so
+    in the error; None when the bytes say nothing we recognise."""
     head = data[:64]
     if head.startswith(b"%PDF"):
         return "a PDF document"

@@ -9,7 +9,9 @@ Detection (the slow part) runs on a downscaled copy every few frames; in between
 detection is matched to the faces already tracked by box overlap (IoU), so each face keeps its smoothed
 probabilities. Smoothing is exponential in time, so labels change at the same pace at 5 or 25 frames/s.
 
-All state lives in the LiveSession the caller passes in (the app keeps one per visitor in gr.State).
+All state lives in the LiveSession the caller passes in (the app keeps one per visitor in gr.State). Recorded
+videos (fer.video) use the same tracker through `track_faces`, `visible_tracks` and `draw_tracks`, with the video's
+own clock for `now`.
 """
 
 from __future__ import annotations
@@ -133,6 +135,15 @@ def process_frame(predictor, frame: np.ndarray, session: LiveSession, config: Li
     """
     now = time.monotonic() if now is None else now
     frame = _as_rgb(frame)
+    track_faces(predictor, frame, session, config, now)
+    sampled = _maybe_sample(session, now, config)
+    return draw_tracks(frame, session.tracks, session.classes, config.display_max_side), sampled
+
+
+def track_faces(predictor, frame: np.ndarray, session: LiveSession, config: LiveConfig, now: float) -> None:
+    """The tracker's step on one RGB uint8 (H, W, 3) frame taken at `now` seconds: detect (every
+    `config.detect_every` frames), match detections to the session's tracks, classify every tracked face in one
+    batch and smooth each face's probabilities over time. Updates `session` in place."""
     if session.classes and session.classes != tuple(predictor.classes):
         raise ValueError("This live session was started with a different model; start a new session.")
     session.classes = tuple(predictor.classes)
@@ -158,8 +169,6 @@ def process_frame(predictor, frame: np.ndarray, session: LiveSession, config: Li
 
     session.frame_count += 1
     session.last_frame_at = now
-    sampled = _maybe_sample(session, now, config)
-    return _draw(frame, session, config), sampled
 
 
 def _as_rgb(frame: np.ndarray) -> np.ndarray:
@@ -177,7 +186,7 @@ def _as_rgb(frame: np.ndarray) -> np.ndarray:
 def _maybe_sample(session: LiveSession, now: float, config: LiveConfig) -> bool:
     if session.last_sample_at is not None and now - session.last_sample_at < config.sample_every_s:
         return False
-    tracked = [track for track in session.tracks if track.probabilities is not None and track.missed == 0]
+    tracked = visible_tracks(session)
     if not tracked:
         return False  # no face in view: the series has a gap rather than a made-up value
     session.last_sample_at = now
@@ -188,38 +197,58 @@ def _maybe_sample(session: LiveSession, now: float, config: LiveConfig) -> bool:
     return True
 
 
-def _draw(frame: np.ndarray, session: LiveSession, config: LiveConfig) -> np.ndarray:
-    tracks = [track for track in session.tracks if track.probabilities is not None]
-    named = [dict(zip(session.classes, track.probabilities.tolist())) for track in tracks]
+def visible_tracks(session: LiveSession) -> list[Track]:
+    """The tracks with probabilities whose face was found at the latest detection, largest first."""
+    return [track for track in session.tracks if track.probabilities is not None and track.missed == 0]
+
+
+def draw_tracks(frame: np.ndarray, tracks: list[Track], classes: tuple[str, ...], max_side: int | None,
+                numbered: bool = False) -> np.ndarray:
+    """`frame` shrunk to `max_side`, each classified track boxed and captioned with its smoothed top class (after its
+    id when `numbered`, as in "2: happy 91%")."""
+    tracks = [track for track in tracks if track.probabilities is not None]
+    named = [dict(zip(classes, track.probabilities.tolist())) for track in tracks]
     return annotate.draw_faces(
         frame,
         [track.box for track in tracks],
-        [annotate.caption(probabilities) for probabilities in named],
+        [annotate.caption(probabilities, prefix=f"{track.track_id}: " if numbered else "")
+         for track, probabilities in zip(tracks, named)],
         [annotate.colour_for(probabilities) for probabilities in named],
-        max_side=config.display_max_side,
+        max_side=max_side,
     )
 
 
 def current_probabilities(session: LiveSession) -> dict[str, float] | None:
     """The largest tracked face's smoothed probabilities, or None when no face is in view."""
-    for track in session.tracks:
-        if track.probabilities is not None and track.missed == 0:
-            return dict(zip(session.classes, (float(p) for p in track.probabilities)))
+    for track in visible_tracks(session):
+        return dict(zip(session.classes, (float(p) for p in track.probabilities)))
     return None
 
 
 def series_table(session: LiveSession) -> pd.DataFrame:
     """The session's series in long format for a line plot: columns seconds, expression, probability."""
-    if not session.sample_times:
+    return long_table(session.sample_times, session.sample_probabilities, session.classes)
+
+
+def long_table(seconds, probabilities, classes) -> pd.DataFrame:
+    """T times and (T, C) probabilities -> the Live chart's long format: columns seconds, expression, probability."""
+    if not len(seconds):
         return pd.DataFrame({"seconds": pd.Series(dtype=float), "expression": pd.Series(dtype=str),
                              "probability": pd.Series(dtype=float)})
-    probabilities = np.stack(session.sample_probabilities)  # (T, C)
-    count, classes = probabilities.shape
+    probabilities = np.stack(probabilities)  # (T, C)
+    count, class_count = probabilities.shape
     return pd.DataFrame({
-        "seconds": np.repeat(np.asarray(session.sample_times, dtype=float), classes),
-        "expression": np.tile(np.asarray(session.classes, dtype=object), count),
+        "seconds": np.repeat(np.asarray(seconds, dtype=float), class_count),
+        "expression": np.tile(np.asarray(classes, dtype=object), count),
         "probability": probabilities.reshape(-1).astype(float),
     })
+
+
+def top_share(probabilities, classes) -> dict[str, float]:
+    """(T, C) probabilities -> the fraction of the T samples in which each class was the most probable."""
+    winners = np.argmax(np.stack(probabilities), axis=1)
+    counts = np.bincount(winners, minlength=len(classes))
+    return {name: float(count) / len(winners) for name, count in zip(classes, counts)}
 
 
 def recent_share(session: LiveSession, window_s: float = 60.0) -> dict[str, float]:
@@ -233,6 +262,4 @@ def recent_share(session: LiveSession, window_s: float = 60.0) -> dict[str, floa
     latest = session.sample_times[-1]
     recent = [probabilities for seconds, probabilities in zip(session.sample_times, session.sample_probabilities)
               if seconds >= latest - window_s]
-    winners = np.argmax(np.stack(recent), axis=1)
-    counts = np.bincount(winners, minlength=len(session.classes))
-    return {name: float(count) / len(recent) for name, count in zip(session.classes, counts)}
+    return top_share(recent, session.classes)

@@ -1,8 +1,10 @@
 """Serving: faces in a photo -> boxes and calibrated class probabilities.
 
     python -m fer.predict photo.jpg [more.jpg ...] [--model models/NAME.keras] [--whole-image]
+    python -m fer.predict photos/ --csv faces.csv          # a folder, searched recursively: one CSV row per face
 
-prints one JSON line per image: {"image": PATH, "faces": [{"box": [x, y, w, h], "probabilities": {...}}, ...]}.
+prints one JSON line per image: {"image": PATH, "faces": [{"box": [x, y, w, h], "probabilities": {...}}, ...]},
+or with --csv writes the rows fer.batch describes. Unreadable files are reported on stderr and skipped.
 """
 
 from __future__ import annotations
@@ -156,18 +158,36 @@ def load_predictor(path: str | Path | None = None) -> Predictor:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m fer.predict", description=__doc__.split("\n\n")[0])
-    parser.add_argument("images", nargs="+", help="image files")
+    parser.add_argument("images", nargs="+", help="image files, or folders to search recursively for images")
     parser.add_argument("--model", help="a .keras file (default: the one models/current.json names)")
     parser.add_argument("--whole-image", action="store_true", help="classify each image as one face crop")
+    parser.add_argument("--csv", help="write one row per face to this CSV instead of JSON lines")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    from fer import batch
+
+    images, ignored = batch.image_files(args.images)
+    if ignored:
+        examples = ", ".join(str(path) for path in ignored[:3]) + (", ..." if len(ignored) > 3 else "")
+        print(f"note: passed over {len(ignored)} file(s) that are not images by their extension ({examples})",
+              file=sys.stderr)
+    if not images:
+        print(f"error: no image files in {', '.join(args.images)} ({', '.join(batch.IMAGE_SUFFIXES)})",
+              file=sys.stderr)
+        return 2
+    empty = [folder for folder in map(Path, args.images)
+             if folder.is_dir() and not any(image.is_relative_to(folder) for image in images)]
+    for folder in empty:
+        print(f"error: {folder} is a folder without image files ({', '.join(batch.IMAGE_SUFFIXES)})", file=sys.stderr)
     try:
         predictor = load_predictor(args.model)
     except FerError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    status = 0
-    for image in args.images:
+    if args.csv:
+        return max(_write_csv(predictor, images, args), 1 if empty else 0)
+    status = 1 if empty else 0
+    for image in map(str, images):
         try:
             faces = predictor.predict(image, whole_image=args.whole_image)
         except FerError as error:
@@ -176,6 +196,26 @@ def main(argv: list[str] | None = None) -> int:
             continue
         print(json.dumps({"image": image, "faces": faces}))
     return status
+
+
+def _write_csv(predictor: Predictor, images: list[Path], args) -> int:
+    from tqdm import tqdm  # comes with gradio (through huggingface_hub)
+
+    from fer import batch
+
+    with tqdm(total=len(images), unit="image", file=sys.stderr, disable=None) as bar:  # no bar unless a terminal
+        def skipped(path: Path, error: FerError) -> None:
+            bar.write(f"error: {error}", file=sys.stderr)
+
+        try:
+            summary = batch.write_csv(predictor, images, args.csv, whole_image=args.whole_image, on_skip=skipped,
+                                      progress=lambda done: bar.update(done - bar.n))
+        except OSError as error:
+            print(f"error: cannot write {args.csv}: {error.strerror or error}", file=sys.stderr)
+            return 2
+    print(f"{summary.images} image(s) read: {summary.faces} face(s), {summary.no_face} without a face; "
+          f"{summary.skipped} file(s) skipped; wrote {args.csv}", file=sys.stderr)
+    return 1 if summary.skipped else 0
 
 
 if __name__ == "__main__":

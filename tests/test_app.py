@@ -5,16 +5,21 @@ from __future__ import annotations
 import base64
 import io
 import json
+import os
 import socket
+import tempfile
+from pathlib import Path
 
 import cv2
 import gradio as gr
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image
 
 import app
-from fer import annotate, labels, live, photo
+import fixtures_video
+from fer import annotate, labels, live, photo, recording
 from fer.config import CLASS_NAMES, PreprocessConfig
 from fer.errors import FerError
 from fer.preprocess import face_sha256, preprocess_face
@@ -414,3 +419,65 @@ def test_exif_photo_is_shown_upright(predictor, photos, astronaut):
     upright = np.abs(picture - astronaut).mean()
     sideways = np.abs(picture - np.rot90(astronaut, 1)).mean()
     assert upright < sideways / 3
+
+
+# ------------------------------------------------------------------------------------------------ recording tab
+
+
+@pytest.fixture(scope="module")
+def recording_clip(tmp_path_factory, astronaut):
+    frames = fixtures_video.moving_astronaut(astronaut, count=10)
+    return fixtures_video.write_clip(tmp_path_factory.mktemp("recording") / "session one.mp4", frames, fps=10)
+
+
+def _recording_folders() -> set[str]:
+    return {name for name in os.listdir(tempfile.gettempdir()) if name.startswith("fer-recording-")}
+
+
+def test_recording_gives_video_plot_table_and_csv_then_forgets_its_files(predictor, recording_clip):
+    annotated, figure, summary, table, message, folder = app.analyze_recording(predictor, str(recording_clip),
+                                                                               "default")
+    assert Path(annotated).name == "session_one_annotated.webm" and Path(annotated).parent == Path(folder)
+    assert Path(table).name == "session_one_faces.csv" and Path(table).parent == Path(folder)
+    rows = pd.read_csv(table)
+    assert len(rows) == 10 and set(rows["face_id"]) == {1}
+    assert list(summary["face"]) == [1] and summary.loc[0, "samples"] == 10
+    assert [axis.get_title(loc="left") for axis in figure.axes] == ["face 1"]
+    assert "**1 face** tracked" in message and "10 rows" in message
+    app.forget_recording(folder)
+    assert not Path(folder).exists()
+    app.forget_recording(None)  # nothing to forget: no error
+
+
+def test_recording_sampling_choices(predictor, recording_clip):
+    assert [value for _, value in app.RECORDING_SAMPLING][0] == "default"
+    for value, samples in (("0.5s", 2), ("1s", 1)):
+        *_, table, _, folder = app.analyze_recording(predictor, str(recording_clip), value)
+        assert len(pd.read_csv(table)) == samples
+        app.forget_recording(folder)
+
+
+def test_recording_refuses_bad_uploads_and_what_the_tab_does_not_take(predictor, tmp_path, astronaut):
+    before = _recording_folders()
+    with pytest.raises(gr.Error, match="Upload a video first"):
+        app.analyze_recording(predictor, None, "default")
+    notes = tmp_path / "notes.mp4"
+    notes.write_text("not a video")
+    with pytest.raises(gr.Error, match="text file"):
+        app.analyze_recording(predictor, str(notes), "default")
+    uhd = [cv2.resize(frame, (3840, 2160)) for frame in fixtures_video.moving_astronaut(astronaut, 2)]
+    with pytest.raises(gr.Error, match="3840x2160"):
+        app.analyze_recording(predictor, str(fixtures_video.write_clip(tmp_path / "uhd.mp4", uhd, fps=2)), "default")
+    long = fixtures_video.write_clip(tmp_path / "long.mp4", fixtures_video.blank_frames(7), fps=0.01)  # 700 s
+    with pytest.raises(gr.Error, match="11 min 40 s long, over the limit of 10 min"):
+        app.analyze_recording(predictor, str(long), "default")
+    assert _recording_folders() == before  # a refused video leaves no folder behind
+
+
+def test_recording_tab_states_its_limits_and_what_is_kept(predictor):
+    note = app.RECORDING_NOTE
+    assert "15 MB" in note and "10 min" in note and "2.1 megapixels" in note and "Full HD" in note
+    assert "Nothing is kept" in note and "half an hour" in note
+    demo = app.build_demo(predictor)
+    states = [block for block in demo.blocks.values() if isinstance(block, gr.State)]
+    assert any(state.delete_callback is recording.discard for state in states)  # cleaned when a session ends

@@ -1,6 +1,7 @@
 """The app in a real browser: Playwright drives Debian's Chromium (`apt-get install chromium`) against the app served
 in-process. Uploads a photo of a person and checks the page shows its box and four probabilities; streams the same
-person through a fake webcam and checks the live tab labels them.
+person through a fake webcam and checks the live tab labels them; uploads a video of her and checks the annotated
+copy plays.
 
 Playwright's own browser download is not used. A missing Chromium fails these tests (they must run in CI), it
 does not skip them; CHROMIUM_PATH overrides /usr/bin/chromium.
@@ -12,6 +13,8 @@ import io
 import os
 import re
 import socket
+import tempfile
+import time
 from pathlib import Path
 
 import cv2
@@ -20,6 +23,7 @@ import pytest
 from PIL import Image
 
 import app
+import fixtures_video
 from fer import annotate, labels
 
 pytestmark = pytest.mark.browser
@@ -132,6 +136,32 @@ def test_live_webcam_labels_the_face(page, predictor, tmp_path):
     page.locator("#live-frame img").wait_for(state="visible")  # the annotated frames come back
     page.screenshot(path=str(tmp_path / "live.png"), full_page=True)
     page.get_by_text("Stop", exact=True).click()
+
+
+def test_recording_plays_its_annotated_video_in_the_browser(page, astronaut, tmp_path):
+    """The annotated copy (VP8 WebM) must play in Chromium, which has no H.264 or MPEG-4 Part 2 decoder of its own."""
+    clip = fixtures_video.write_clip(tmp_path / "session.mp4", fixtures_video.moving_astronaut(astronaut, 10), fps=10)
+    page.get_by_role("tab", name="Recording").click()
+    page.get_by_text("Nothing is kept").wait_for()
+    page.locator("#recording-upload input[type=file]").set_input_files(str(clip))
+    page.get_by_role("button", name="Analyse").click()
+    page.locator("#recording-video video").wait_for(state="attached")
+    page.wait_for_function("(() => { const v = document.querySelector('#recording-video video');"
+                           " return v && v.readyState >= 2 && v.videoWidth === 480 && v.duration > 0.9; })()",
+                           timeout=TIMEOUT_MS)  # decoded: the browser knows its size and length and has a frame
+    assert "1 face" in page.locator("#recording-message").inner_text()
+    assert "happy %" in page.locator("#recording-summary").inner_text()
+    assert "session_faces" in page.locator("#recording-csv").inner_text()  # the download link
+    # The analysis's own folder is deleted once Gradio has copied its files; the page is served those copies.
+    deadline = time.monotonic() + 30
+    while any(name.startswith("fer-recording-") for name in os.listdir(tempfile.gettempdir())):
+        assert time.monotonic() < deadline, "the analysis's working folder was not deleted"
+        time.sleep(0.2)
+    source = page.locator("#recording-video video").get_attribute("src")
+    assert "fer-recording-" not in source
+    served_video = page.request.get(source)
+    assert served_video.ok and served_video.body().startswith(b"\x1aE\xdf\xa3")  # the WebM, still there
+    page.screenshot(path=str(tmp_path / "recording.png"), full_page=True)
 
 
 def test_reviewer_signs_in_and_labels_a_face_with_one_key(page, predictor, tmp_path, monkeypatch):

@@ -320,8 +320,8 @@ def test_bad_arrays_are_refused_with_their_reason(name):
 
 
 def test_describe_names_what_a_file_seems_to_be():
-    assert images._describe(b"\x00\x00\x00\x20ftypavif") == "an AVIF image"
-    assert images._describe(b"\x1aE\xdf\xa3" + b"\x00" * 8) == "a video (WebM/MKV)"
-    assert images._describe(b"PK\x03\x04rest") == "a ZIP archive"
-    assert images._describe("caf\u00e9 ".encode() * 400) == "a text file"  # a character cut at the 1 kB window
-    assert images._describe(bytes(range(256))) is None
+    assert images.describe_content(b"\x00\x00\x00\x20ftypavif") == "an AVIF image"
+    assert images.describe_content(b"\x1aE\xdf\xa3" + b"\x00" * 8) == "a video (WebM/MKV)"
+    assert images.describe_content(b"PK\x03\x04rest") == "a ZIP archive"
+    assert images.describe_content("caf\u00e9 ".encode() * 400) == "a text file"  # a character cut at the 1 kB window
+    assert images.describe_content(bytes(range(256))) is None
