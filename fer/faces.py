@@ -29,8 +29,8 @@ DETECT_MAX_SIDE = 640
 MIN_FACE_FRACTION = 0.04  # of the shorter side of the detection image; smaller faces are ignored
 MIN_FACE_PIXELS = 40  # in the photo's own pixels: a smaller face has less detail than the model's 48x48 input
 CASCADE_WINDOW = 24  # the cascade's native window: the smallest face it can find in the image it scans
-# Every face found is classified (a class photo holds 20-40); this bound only caps one photo's work (300 faces
-# classify in about a second on two cores), and the Predict tab says when a photo reaches it.
+# Every face found is classified (a class photo holds 20-40); this bound only caps one photo's work (the served
+# model classifies 300 faces in about 1.5 s on two cores), and the Predict tab says when a photo reaches it.
 MAX_FACES = 300
 SCALE_FACTOR = 1.1  # each scale the cascades scan is this much larger than the last (1.15 or 1.2 lose faces)
 MIN_NEIGHBOURS = 5  # overlapping hits a box needs to count as a face (at 6-8, LBP alone finds 3-8 points fewer)
