@@ -10,13 +10,18 @@ own). The server downloads nothing and sends no usage analytics.
 
 Handlers here only translate between components and library calls (fer.photo, fer.live, fer.review, fer.train),
 and turn library errors into gr.Error. Every handler that writes (labels, retraining) checks the reviewer's signed
-session token on the server, whatever the page shows. To add a tab, write a `_something_tab(...)` function and call
-it inside `gr.Tabs()` in `build_demo`.
+session token on the server, whatever the page shows. What clients send is checked by fer.inputs before any work:
+images (uploaded, pasted, webcam) within one byte and pixel limit, and arguments of the right type; request bodies
+over MAX_REQUEST_BYTES are refused before they are read (fer.body_limit). An expected refusal (a bad image, a wrong
+password, a call without a sign-in) logs one line, what and who and which endpoint, and no traceback. To add a tab,
+write a `_something_tab(...)` function and call it inside `gr.Tabs()` in `build_demo`.
 """
 
 from __future__ import annotations
 
+import datetime
 import functools
+import inspect
 import logging
 import os
 import sys
@@ -25,11 +30,16 @@ import gradio as gr
 from gradio.data_classes import ImageData
 
 import fer
-from fer import annotate, auth, config, labels, live, photo, recording, review, review_view, train, video
+from fer import annotate, auth, config, inputs, labels, live, photo, recording, review, review_view, train, video
+from fer.body_limit import BodyLimit
 from fer.errors import FerError
 from fer.serving import ServedModel
 
-MAX_FILE_SIZE = "15mb"  # uploads over this are refused by Gradio before they reach the handlers
+logger = logging.getLogger("fer.app")
+
+MAX_FILE_SIZE = inputs.MAX_IMAGE_BYTES  # Gradio refuses larger uploads; fer.inputs holds data: URLs to the same
+MAX_REQUEST_BYTES = inputs.MAX_REQUEST_BYTES  # any larger request body is refused before it is read
+TOKEN_STORAGE_KEY = "fer-reviewer-token"  # where the browser keeps the reviewer's signed token (localStorage)
 CONCURRENCY = 2  # events run at once (a Space's free CPU has 2 cores; TensorFlow uses both for one batch)
 STREAM_EVERY_S = 1 / 15  # the browser sends a webcam frame this often (target 15 frames/s)
 STREAM_TIME_LIMIT_S = 300  # one visitor's stream then rejoins the queue, so others get a turn
@@ -98,27 +108,44 @@ def load_app_predictor():
 # ------------------------------------------------------------------------------------------------ handlers
 
 
-def predict_photo(predictor, image: str | None,
-                  whole_image: bool = False) -> tuple[list[dict], photo.PhotoResult | None]:
-    """API `predict`: an image file -> every face's box and probabilities (Predictor.predict's list), and the state."""
-    if image is None:
-        return [], None
+def _client(request: gr.Request | None) -> str | None:
+    """The caller's address as the server saw it (a proxy's, behind one); None for a direct Python call."""
+    client = getattr(request, "client", None)
+    return getattr(client, "host", None)
+
+
+def refused(error, endpoint: str, request: gr.Request | None = None, who: str | None = None,
+            level: int = logging.INFO) -> gr.Error:
+    """An expected refusal, to raise: one log line (what, who, which endpoint) and the visitor's message, without
+    the traceback Gradio prints for other errors (those are bugs)."""
+    client = _client(request) or "an unknown caller"
+    logger.log(level, "%s refused for %s: %s", endpoint, f"{who} ({client})" if who else client, error)
+    return gr.Error(str(error), print_exception=False)
+
+
+def predict_photo(predictor, image: inputs.ImagePayload | None, whole_image: bool = False,
+                  request: gr.Request = None) -> tuple[list[dict], photo.PhotoResult | None]:
+    """API `predict`: an image -> every face's box and probabilities (Predictor.predict's list), and the state."""
     try:
-        result = photo.analyze_photo(predictor, image, whole_image=bool(whole_image))
+        whole_image = inputs.require_bool(whole_image, "whole_image")
+        if image is None:
+            return [], None
+        result = photo.analyze_photo(predictor, inputs.read_image(image), whole_image=whole_image)
     except FerError as error:
-        raise gr.Error(str(error)) from None
+        raise refused(error, "predict", request) from None
     return result.faces, result
 
 
-def show_photo(image: str | None, result: photo.PhotoResult | None) -> list:
+def show_photo(image: inputs.ImagePayload | None, result: photo.PhotoResult | None,
+               request: gr.Request = None) -> list:
     """The annotated picture, a sentence, and one probabilities panel (with its flag button) per shown face."""
     shown = result.shown if result is not None else []
     picture = None
     if image is not None and result is not None:
         try:
-            picture = photo.annotate_photo(image, result)
+            picture = photo.annotate_photo(inputs.read_image(image), result)
         except FerError as error:
-            raise gr.Error(str(error)) from None
+            raise refused(error, "predict", request) from None
     panels, labels, buttons = [], [], []
     for index in range(photo.MAX_SHOWN_FACES):
         face = shown[index] if index < len(shown) else None
@@ -134,26 +161,29 @@ def _panel_title(index: int, result: photo.PhotoResult | None) -> str:
     return f"Face {index + 1}" + (" (largest)" if index == 0 else "")
 
 
-def flag_photo_face(index: int, result: photo.PhotoResult | None) -> tuple[gr.Button, str]:
+def flag_photo_face(index: int, result: photo.PhotoResult | None, request: gr.Request = None) -> tuple[gr.Button, str]:
     """'This is wrong' under face `index`: send it to the reviewers' queue."""
     if result is None or index >= len(result.faces):
-        raise gr.Error("Classify a photo first; there is no such face to send.")
+        raise refused("Classify a photo first; there is no such face to send.", "flag", request)
     try:
         photo.flag_face(result, index)
     except FerError as error:
-        raise gr.Error(f"Could not send face {index + 1} for review: {error}") from None
+        # The details (a full disk, the labels folder's path) are for the server's log, not for visitors.
+        logger.warning("flag failed for %s: %s", _client(request) or "an unknown caller", error)
+        raise gr.Error(f"Could not send face {index + 1} for review: the server could not store it. Please try "
+                       "again later.", print_exception=False) from None
     return gr.Button("Sent for review", interactive=False), FLAGGED_NOTE.format(number=index + 1)
 
 
-def live_frame(predictor, frame, session: live.LiveSession | None) -> tuple:
+def live_frame(predictor, frame, session: live.LiveSession | None, request: gr.Request = None) -> tuple:
     """One webcam frame -> the annotated frame, the session, and (once a second) the labels and the plot."""
     if frame is None:
         return gr.skip(), session, gr.skip(), gr.skip(), gr.skip()
     session = session if session is not None else live.LiveSession()
     try:
-        picture, sampled = live.process_frame(predictor, frame, session)
-    except (FerError, ValueError) as error:
-        raise gr.Error(str(error)) from None
+        picture, sampled = live.process_frame(predictor, inputs.read_image(frame), session)
+    except FerError as error:
+        raise refused(error, "live", request) from None
     if not sampled:
         return picture, session, gr.skip(), gr.skip(), gr.skip()
     return (picture, session, live.current_probabilities(session), live.recent_share(session),
@@ -165,11 +195,12 @@ def reset_live() -> tuple:
     return None, None, None, None, None
 
 
-def analyze_recording(predictor, upload: str | None, sampling: str, progress=gr.Progress()) -> tuple:
+def analyze_recording(predictor, upload: str | None, sampling: str, progress=gr.Progress(),
+                      request: gr.Request = None) -> tuple:
     """A video file -> the annotated video, the timeline figure, the per-face table, the CSV, a note, and the private
     folder holding the files (deleted by `forget_recording` once Gradio has copied them)."""
     if upload is None:
-        raise gr.Error("Upload a video first.")
+        raise refused("Upload a video first.", "recording", request)
     progress(0.0, desc="reading the video")
     try:
         every_s = None if sampling == "default" else video.parse_interval(sampling)
@@ -177,7 +208,7 @@ def analyze_recording(predictor, upload: str | None, sampling: str, progress=gr.
             predictor, upload, RECORDING_LIMITS, every_s,
             progress=lambda done, total: progress((done, total or None), desc="analysing frames", unit="frames"))
     except (FerError, ValueError) as error:
-        raise gr.Error(str(error)) from None
+        raise refused(error, "recording", request) from None
     return str(result.annotated), result.figure, result.summary, str(result.csv), result.message, str(result.folder)
 
 
@@ -186,27 +217,38 @@ def forget_recording(folder: str | None) -> None:
     recording.discard(folder)
 
 
-def signed_in_reviewer(token: str | None) -> str:
+def signed_in_reviewer(token, endpoint: str = "review", request: gr.Request | None = None) -> str:
     """The reviewer a session token belongs to; gr.Error for anyone else. Called by every handler that writes."""
-    name = auth.verify_token(token) if token else None
+    name = auth.verify_token(token)
     if name is None:
-        raise gr.Error("Sign in as a reviewer first (Review tab)." if auth.reviewers_configured() else auth.SETUP_HELP)
+        message = "Sign in as a reviewer first (Review tab)." if auth.reviewers_configured() else auth.SETUP_HELP
+        raise refused(message, endpoint, request, level=logging.WARNING)
     return name
 
 
-def sign_in(name: str, password: str) -> tuple:
-    """Check a reviewer's name and password; on success the browser session holds a signed token."""
-    if not auth.reviewers_configured():
-        raise gr.Error(auth.SETUP_HELP)
-    if not auth.check_login(name or "", password or ""):
-        raise gr.Error("Wrong reviewer name or password.")
-    return auth.issue_token(name), f"Signed in as **{name.strip()}**.", ""
+def sign_in(name, password, request: gr.Request = None) -> tuple:
+    """Check a reviewer's name and password (with a back-off after failures); the browser keeps the signed token."""
+    try:
+        name = inputs.require_text(name, "name", max_length=1000)
+        token = auth.sign_in(name, inputs.require_text(password, "password", max_length=1000), _client(request))
+    except FerError as error:
+        raise refused(error, "review_sign_in", request, who=repr(name[:80]) if isinstance(name, str) else None,
+                      level=logging.WARNING) from None
+    return token, describe_sign_in(token), ""
 
 
-def sign_out(token: str | None) -> tuple:
-    if token:
-        auth.revoke_token(token)
-    return None, None, "Signed out.", *show_review_item(None, "")
+def describe_sign_in(token) -> str:
+    """Who the browser's token signs in, and until when; "" for none (also what the page shows after a reload)."""
+    name, expiry = auth.verify_token(token), auth.token_expiry(token)
+    if name is None or expiry is None:
+        return ""
+    until = datetime.datetime.fromtimestamp(expiry, datetime.timezone.utc).strftime("%H:%M UTC")
+    return f"Signed in as **{name}** (until {until})."
+
+
+def sign_out(token=None) -> tuple:
+    auth.revoke_token(token)
+    return auth.SIGNED_OUT, None, "Signed out.", *show_review_item(None, "")
 
 
 def show_review_item(session: review.ReviewSession | None, note: str) -> tuple:
@@ -220,33 +262,36 @@ def show_review_item(session: review.ReviewSession | None, note: str) -> tuple:
             session.describe_progress(), note)
 
 
-def load_review_queue(served, source: str, token: str | None, progress=gr.Progress()) -> tuple:
+def load_review_queue(served, source, token=None, progress=gr.Progress(), request: gr.Request = None) -> tuple:
     """Build the chosen queue for the signed-in reviewer, leaving out faces they have already labelled."""
-    reviewer = signed_in_reviewer(token)
+    reviewer = signed_in_reviewer(token, "review_load", request)
     folder = None
-    if source == "unlabelled":
-        folder = os.environ.get("FER_UNLABELLED_DIR")
-        if not folder:
-            raise gr.Error("No unlabelled faces configured: set FER_UNLABELLED_DIR to a folder of face images "
-                           "and restart the app.")
-    progress(0.0, desc="ranking faces (the first time for a model takes up to a minute)")
     try:
+        source = inputs.require_text(source, "queue")
+        if source == "unlabelled":
+            folder = os.environ.get("FER_UNLABELLED_DIR")
+            if not folder:
+                raise inputs.InputError("No unlabelled faces configured: set FER_UNLABELLED_DIR to a folder of face "
+                                        "images and restart the app.")
+        progress(0.0, desc="ranking faces (the first time for a model takes up to a minute)")
         items = review.build_queue(source, predictor=served, reviewer=reviewer, folder=folder, limit=QUEUE_LIMIT,
                                    votes=review.load_votes(predictor=served) if source == "dataset" else None)
-    except (FerError, ValueError) as error:
-        raise gr.Error(str(error)) from None
+    except (FerError, ValueError) as error:  # ValueError: an unknown queue
+        raise refused(error, "review_load", request, who=reviewer) from None
     session = review.ReviewSession(items, reviewer)
     note = f"Loaded {len(items)} faces." if items else "Nothing to review in this queue."
     return session, *show_review_item(session, note)
 
 
-def review_action(action: str, token: str | None, session: review.ReviewSession | None) -> tuple:
+def review_action(action: str, token=None, session: review.ReviewSession | None = None,
+                  request: gr.Request = None) -> tuple:
     """A label, skip, back or undo on the current face of the reviewer's queue."""
-    reviewer = signed_in_reviewer(token)
+    endpoint = f"review_{action}"
+    reviewer = signed_in_reviewer(token, endpoint, request)
     if session is None:
-        raise gr.Error("Load a queue first.")
+        raise refused("Load a queue first.", endpoint, request, who=reviewer)
     if session.reviewer != labels.clean_reviewer(reviewer):
-        raise gr.Error("This queue was loaded under another sign-in; load it again.")
+        raise refused("This queue was loaded under another sign-in; load it again.", endpoint, request, who=reviewer)
     try:
         if action in review_view.LABEL_ACTIONS:
             note = review_view.describe_row(session.record(action), "Saved")
@@ -261,16 +306,16 @@ def review_action(action: str, token: str | None, session: review.ReviewSession 
         else:
             raise gr.Error(f"Unknown review action {action!r}.")
     except FerError as error:
-        raise gr.Error(str(error)) from None
+        raise refused(error, endpoint, request, who=reviewer) from None
     return session, *show_review_item(session, note)
 
 
-def show_agreement(token: str | None) -> str:
-    signed_in_reviewer(token)
+def show_agreement(token=None, request: gr.Request = None) -> str:
+    reviewer = signed_in_reviewer(token, "agreement", request)
     try:
         return review_view.format_agreement(labels.summarize())
     except FerError as error:
-        raise gr.Error(str(error)) from None
+        raise refused(error, "agreement", request, who=reviewer) from None
 
 
 def describe_served(served) -> str:
@@ -285,22 +330,24 @@ def show_model() -> tuple:
         return f"Cannot describe the model: {error}", None, None, None
 
 
-def fine_tune(served, token: str | None, progress=gr.Progress()) -> tuple:
+def fine_tune(served, token=None, progress=gr.Progress(), request: gr.Request = None) -> tuple:
     """Fine-tune the current model on the corrections, gate it, and serve it at once if it passes."""
-    signed_in_reviewer(token)
+    reviewer = signed_in_reviewer(token, "fine_tune", request)
     corrections = labels.corrections_path()
     data_root = review.default_data_dir().parent
     if not corrections.is_file():
-        raise gr.Error(f"No corrections yet ({corrections}); label some faces on the Review tab first.")
+        raise refused(f"No corrections yet ({corrections}); label some faces on the Review tab first.", "fine_tune",
+                      request, who=reviewer)
     if not data_root.is_dir():
-        raise gr.Error(f"Fine-tuning needs the labelled training faces at {data_root}; set FER_DATA_DIR.")
+        raise refused(f"Fine-tuning needs the labelled training faces at {data_root}; set FER_DATA_DIR.",
+                      "fine_tune", request, who=reviewer)
     try:
         result = train.retrain_from_corrections(corrections, data_root,
                                                 progress=lambda fraction, message: progress(fraction, desc=message))
         if result.promoted:
             served.reload()
     except FerError as error:
-        raise gr.Error(str(error)) from None
+        raise refused(error, "fine_tune", request, who=reviewer) from None
     verdict = "Promoted: the app now serves it." if result.promoted else f"Rejected: {result.reason}."
     return f"**{verdict}**\n\n```\n{result.format()}\n```", *show_model()
 
@@ -320,36 +367,45 @@ def _inline_image(**options) -> gr.Image:
     return image
 
 
-def _upload_image(**options) -> gr.Image:
-    """An input gr.Image that hands the uploaded file's path to the handler, for fer.images to decode.
+def _image_input(**options) -> gr.Image:
+    """An input gr.Image that hands the handler an unread fer.inputs.ImagePayload, for fer.inputs to check and decode.
 
-    Gradio's own preprocessing opens every upload with PIL before the handler runs, so a text file named .jpg or a
-    decompression bomb would fail there with Gradio's generic "error" instead of ours, which names the problem.
-    Uploaded files have already passed Gradio's upload checks (size limit, cache folder); data URLs (pasted or
-    webcam pictures) still go through Gradio's decoder, with its errors reworded.
+    Gradio's own preprocessing decodes every picture with PIL before the handler runs, with its own limits and
+    messages (a pasted 16-bit PNG came out washed out, a bad webcam frame gave an empty error), and would download
+    an image sent as a URL. Here an upload, a pasted or webcam data: URL and an API call all reach fer.inputs, which
+    holds them to one byte limit and decodes them with fer.images.
     """
     image = gr.Image(type="filepath", image_mode=None, **options)
-    decode = image.preprocess
-
-    def preprocess(payload):
-        if payload is not None and payload.path and not (payload.url or "").startswith("data:"):
-            return str(payload.path)
-        try:
-            return decode(payload)
-        except gr.Error:
-            raise
-        except Exception as error:  # PIL raises many types for a bad picture
-            raise gr.Error(f"The picture could not be read ({type(error).__name__}); try a JPEG or PNG file.") from None
-
-    image.preprocess = preprocess
+    image.preprocess = lambda payload: None if payload is None else inputs.ImagePayload(
+        path=payload.path, url=payload.url, orig_name=payload.orig_name)
+    image.async_move_resource_to_block_cache = inputs.refuse_download(image.async_move_resource_to_block_cache)
     return image
+
+
+def _as_sent(component):
+    """Hand the handler the value as the client sent it: Gradio would turn {"a": 1} into the text "{'a': 1}" or
+    refuse an unknown choice with a traceback; fer.inputs refuses a value of the wrong type with a clear message."""
+    component.preprocess = lambda payload: payload
+    return component
+
+
+def _bind(handler, *arguments):
+    """functools.partial(handler, *arguments) as a plain function: Gradio finds gr.Request parameters by their type
+    hints, which it cannot read through a partial."""
+
+    @functools.wraps(handler)
+    def bound(*args, **kwargs):
+        return handler(*arguments, *args, **kwargs)
+
+    bound.__signature__ = inspect.signature(functools.partial(handler, *arguments))
+    return bound
 
 
 def _predict_tab(predictor) -> None:
     result_state = gr.State(None)
     with gr.Row():
         with gr.Column():
-            image_in = _upload_image(label="Photo", sources=["upload", "webcam", "clipboard"])
+            image_in = _image_input(label="Photo", sources=["upload", "webcam", "clipboard"])
             whole_image = gr.Checkbox(label=NO_FACE_HELP, value=False)
             classify = gr.Button("Classify", variant="primary")
         with gr.Column():
@@ -370,7 +426,7 @@ def _predict_tab(predictor) -> None:
 
     gr.on(
         triggers=[image_in.input, whole_image.input, classify.click],
-        fn=functools.partial(predict_photo, predictor),
+        fn=_bind(predict_photo, predictor),
         inputs=[image_in, whole_image],
         outputs=[faces_json, result_state],
         api_name="predict",
@@ -382,7 +438,7 @@ def _predict_tab(predictor) -> None:
         api_visibility="private",
     )
     for index, button in enumerate(buttons):
-        button.click(fn=functools.partial(flag_photo_face, index), inputs=[result_state],
+        button.click(fn=_bind(flag_photo_face, index), inputs=[result_state],
                      outputs=[button, flag_message], api_visibility="private")
 
 
@@ -390,7 +446,7 @@ def _live_tab(predictor) -> None:
     session_state = gr.State(None)
     gr.Markdown(LIVE_NOTE)
     with gr.Row():
-        webcam = gr.Image(label="Webcam", sources=["webcam"], streaming=True, type="numpy")
+        webcam = _image_input(label="Webcam", sources=["webcam"], streaming=True)
         frame_out = _inline_image(label="Faces", elem_id="live-frame", buttons=["fullscreen"])
     with gr.Row():
         now = gr.Label(label="Largest face now (smoothed)", num_top_classes=4, elem_id="live-now")
@@ -403,7 +459,7 @@ def _live_tab(predictor) -> None:
     reset = gr.Button("Start a new session")
 
     webcam.stream(
-        fn=functools.partial(live_frame, predictor),
+        fn=_bind(live_frame, predictor),
         inputs=[webcam, session_state],
         outputs=[frame_out, session_state, now, share, plot],
         stream_every=STREAM_EVERY_S,
@@ -436,7 +492,7 @@ def _recording_tab(predictor) -> None:
                            interactive=False, elem_id="recording-summary")
     table = gr.File(label="CSV: one row per analysed frame and face", interactive=False, elem_id="recording-csv")
     start.click(
-        fn=functools.partial(analyze_recording, predictor),
+        fn=_bind(analyze_recording, predictor),
         inputs=[upload, sampling],
         outputs=[annotated, timeline, summary, table, message, folder],
         api_visibility="private",
@@ -445,19 +501,19 @@ def _recording_tab(predictor) -> None:
     ).then(fn=forget_recording, inputs=[folder], outputs=[folder], api_visibility="private")
 
 
-def _review_tab(served, token: gr.State) -> None:
+def _review_tab(served, token: gr.BrowserState) -> gr.Markdown:
     session = gr.State(None)
     if not auth.reviewers_configured():
         gr.Markdown(auth.SETUP_HELP, elem_id="review-setup")
     with gr.Row():
-        name = gr.Textbox(label="Reviewer", max_length=labels.MAX_REVIEWER_LENGTH, scale=2)
-        password = gr.Textbox(label="Password", type="password", max_length=256, scale=2)
+        name = _as_sent(gr.Textbox(label="Reviewer", max_length=labels.MAX_REVIEWER_LENGTH, scale=2))
+        password = _as_sent(gr.Textbox(label="Password", type="password", max_length=256, scale=2))
         with gr.Column(scale=1, min_width=120):
             sign_in_button = gr.Button("Sign in", variant="primary")
             sign_out_button = gr.Button("Sign out", size="sm")
     who = gr.Markdown(elem_id="review-who")
     with gr.Row():
-        source = gr.Dropdown(QUEUE_CHOICES, value="dataset", label="Queue", scale=3)
+        source = _as_sent(gr.Dropdown(QUEUE_CHOICES, value="dataset", label="Queue", scale=3))
         load = gr.Button("Load queue", scale=1)
     with gr.Row():
         with gr.Column(scale=1, min_width=260):
@@ -481,16 +537,17 @@ def _review_tab(served, token: gr.State) -> None:
     sign_in_button.click(sign_in, [name, password], [token, who, password], api_name="review_sign_in",
                          api_visibility="undocumented")
     sign_out_button.click(sign_out, [token], [token, session, who, *view], api_visibility="private")
-    load.click(functools.partial(load_review_queue, served), [source, token], [session, *view],
+    load.click(_bind(load_review_queue, served), [source, token], [session, *view],
                api_name="review_load", api_visibility="undocumented", concurrency_id="review-load",
                concurrency_limit=1)
     for action, button in buttons.items():
-        button.click(functools.partial(review_action, action), [token, session], [session, *view],
+        button.click(_bind(review_action, action), [token, session], [session, *view],
                      api_name=f"review_{action}", api_visibility="undocumented", show_progress="minimal")
     refresh.click(show_agreement, [token], [agreement], api_visibility="private")
+    return who
 
 
-def _model_tab(served, token: gr.State) -> list:
+def _model_tab(served, token: gr.BrowserState) -> list:
     gr.Markdown("Signed-in reviewers can fine-tune the served model on the reviewers' corrections here (sign in on "
                 "the Review tab). The new model is compared with the current one on the validation faces and served "
                 "only if it is not worse on macro-F1, sad or neutral (`fer.gate`).")
@@ -505,7 +562,7 @@ def _model_tab(served, token: gr.State) -> list:
     verdict = gr.Markdown(elem_id="model-verdict")
     outputs = [summary, per_class, confusion, history]
     refresh.click(show_model, None, outputs, api_visibility="private")
-    tune.click(functools.partial(fine_tune, served), [token], [verdict, *outputs],
+    tune.click(_bind(fine_tune, served), [token], [verdict, *outputs],
                api_visibility="private", concurrency_id="fine-tune", concurrency_limit=1)
     return outputs
 
@@ -520,8 +577,9 @@ def build_demo(predictor) -> gr.Blocks:
     with gr.Blocks(title=TITLE, delete_cache=DELETE_CACHE, analytics_enabled=False) as demo:
         gr.Markdown(NOTE, elem_id="note")
         model_line = gr.Markdown(describe_served(served), elem_id="model-line")
-        # The reviewer's signed session token lives in server-side state: the browser never sees or sends it.
-        token = gr.State(None)
+        # The reviewer's signed session token: the browser keeps it (localStorage) and sends it with each event; every
+        # handler that writes verifies its signature and expiry, so with FER_SESSION_SECRET set it survives a restart.
+        token = gr.BrowserState(None, storage_key=TOKEN_STORAGE_KEY, secret=auth.storage_secret())
         with gr.Tabs():
             with gr.Tab("Predict"):
                 _predict_tab(served)
@@ -530,23 +588,49 @@ def build_demo(predictor) -> gr.Blocks:
             with gr.Tab("Recording"):
                 _recording_tab(served)
             with gr.Tab("Review"):
-                _review_tab(served, token)
+                who = _review_tab(served, token)
             with gr.Tab("Model"):
                 model_outputs = _model_tab(served, token)
         demo.load(show_model, None, model_outputs, api_visibility="private")
         demo.load(functools.partial(describe_served, served), None, model_line, api_visibility="private")
+        demo.load(describe_sign_in, [token], [who], api_visibility="private")
     demo.queue(default_concurrency_limit=CONCURRENCY)
+    demo.validate_inputs = _missing_arguments_refused(demo.validate_inputs)
     return demo
+
+
+def _missing_arguments_refused(validate):
+    """Gradio's check that a call brought all its arguments, refusing a short call (an API client that left out the
+    reviewer's token, say) in one log line rather than a traceback."""
+
+    def validate_inputs(block_fn, values):
+        try:
+            validate(block_fn, values)
+        except ValueError:
+            raise refused("This call is missing arguments: pass every one the endpoint takes (a reviewer's calls "
+                          "start with the token that /review_sign_in returned).", block_fn.api_name or block_fn.name,
+                          level=logging.WARNING) from None
+
+    return validate_inputs
+
+
+def check_reviewer_accounts() -> None:
+    """Refuse to start when two reviewer accounts would be one reviewer in the labels (fer.auth)."""
+    try:
+        auth.check_accounts()
+    except FerError as error:
+        raise SystemExit(f"The app cannot start: {error}") from None
 
 
 def launch(demo: gr.Blocks, **overrides):
     """Launch with the app's limits; server name and port default to GRADIO_SERVER_NAME/PORT, else 127.0.0.1:7860."""
     return demo.launch(**{"max_file_size": MAX_FILE_SIZE, "css": CSS, "js": review_view.shortcut_script(),
-                          **overrides})
+                          "app_kwargs": {"middleware": [BodyLimit.middleware(MAX_REQUEST_BYTES, inputs.REQUEST_TOO_LARGE)]}, **overrides})
 
 
 if __name__ == "__main__":
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     logging.getLogger("fer").setLevel(logging.INFO)
+    check_reviewer_accounts()
     launch(build_demo(load_app_predictor()))

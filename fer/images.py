@@ -30,7 +30,7 @@ _open_lock = threading.Lock()
 ImageSource = str | os.PathLike | bytes | np.ndarray | Image.Image
 
 
-def load_image(source: ImageSource) -> np.ndarray:
+def load_image(source: ImageSource, *, name: str | None = None, max_bytes: int = MAX_FILE_BYTES) -> np.ndarray:
     """Return `source` as a C-contiguous RGB uint8 array of shape (H, W, 3).
 
     `source` may be a file path, the encoded bytes of a file, a PIL image, or a NumPy array. Arrays are taken as
@@ -38,44 +38,48 @@ def load_image(source: ImageSource) -> np.ndarray:
     and in [0, 1] (or [0, 255] when any value exceeds 1). Files may be JPEG, PNG, WEBP, BMP, GIF or TIFF, at most
     MAX_FILE_BYTES and MAX_PIXELS. EXIF orientation is applied; transparency is flattened onto white; 16-bit,
     palette, CMYK and grayscale files are converted; animated files give their first frame.
-    Raises ImageError with a one-line message naming the problem (and the file) for anything else.
+    Raises ImageError with a one-line message naming the problem (and the file) for anything else. Messages call
+    the image `name` when given (the file name a user chose, rather than where the server keeps it), else its path;
+    `max_bytes` lowers the size limit (the app's upload limit).
     """
     if isinstance(source, np.ndarray):
         return _array_to_rgb(source)
     if isinstance(source, Image.Image):
-        return _decode(source, "the image")
+        return _decode(source, name or "the image")
     if isinstance(source, (bytes, bytearray, memoryview)):
         data = bytes(source)
-        name = "the uploaded data"
+        name = name or "the uploaded data"
     elif isinstance(source, (str, os.PathLike)):
-        data, name = _read_file(Path(source)), str(source)
+        name = name or str(source)
+        data = _read_file(Path(source), name, max_bytes)
     else:
         raise ImageError(f"Cannot read an image from a {type(source).__name__}; pass a path, bytes or an array.")
     if not data:
         raise ImageError(f"{name} is empty (0 bytes); choose a {FORMAT_NAMES} image.")
-    if len(data) > MAX_FILE_BYTES:
-        raise ImageError(_too_large(name, len(data)))
+    if len(data) > max_bytes:
+        raise ImageError(too_large(name, len(data), max_bytes))
     return _decode(_open(data, name), name)
 
 
-def _read_file(path: Path) -> bytes:
+def _read_file(path: Path, name: str, max_bytes: int) -> bytes:
     try:
         if not path.exists():
-            raise ImageError(f"No such file: {path}")
+            raise ImageError(f"No such file: {name}")
         if not path.is_file():
-            raise ImageError(f"{path} is not a file (a folder or a device?); choose an image file.")
+            raise ImageError(f"{name} is not a file (a folder or a device?); choose an image file.")
         size = path.stat().st_size
-        if size > MAX_FILE_BYTES:
-            raise ImageError(_too_large(path, size))
+        if size > max_bytes:
+            raise ImageError(too_large(name, size, max_bytes))
         return path.read_bytes()
     except ImageError:
         raise
     except (OSError, ValueError) as error:  # permission denied, a NUL in the name, a file vanishing mid-read
-        raise ImageError(f"Cannot read {path}: {_one_line(error)}") from None
+        raise ImageError(f"Cannot read {name}: {_one_line(error)}") from None
 
 
-def _too_large(name: str | Path, size: int) -> str:
-    return (f"{name} is larger than the {MAX_FILE_BYTES // 2**20} MB limit ({size:,} bytes); "
+def too_large(name: str | Path, size: int, max_bytes: int = MAX_FILE_BYTES) -> str:
+    """The message for an image of `size` bytes over the `max_bytes` limit."""
+    return (f"{name} is larger than the {max_bytes / 2**20:g} MB limit ({size:,} bytes); "
             "use a smaller or more compressed image.")
 
 

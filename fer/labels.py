@@ -69,6 +69,8 @@ MAX_TEXT_LENGTH = 200  # source and model version: longer values are cut, they o
 MAX_FLAGGED = 10_000  # anonymous visitors can flag faces; this bounds the disk they can fill
 LOCK_TIMEOUT_S = 30.0
 _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")  # what spreadsheets evaluate at the start of a cell
+# Removed from reviewer names: control, format (bidi overrides, zero-width), private-use, surrogate, unassigned.
+_HIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Co", "Cs", "Cn"})
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _TAIL_BYTES = 65536  # enough of the file's end to find the last row id
 
@@ -118,10 +120,19 @@ def clean_text(value, limit: int = MAX_TEXT_LENGTH) -> str:
 
 
 def clean_reviewer(name: str) -> str:
-    """A reviewer name as stored and compared (one line, neutralised); LabelsError if empty or too long."""
+    """A reviewer name as stored and compared; LabelsError if empty or too long.
+
+    NFKC-normalised (a full-width "ａｎａ" is "ana"), control and format characters removed (bidirectional overrides,
+    zero-width spaces: text that would make two names look alike or a row read backwards), runs of spaces made one,
+    trimmed, and neutralised against spreadsheet formulas. Two names that clean to the same text are one reviewer in
+    the CSV, so fer.auth refuses accounts whose names collide.
+    """
     if not isinstance(name, str):
         raise LabelsError("A reviewer name must be text.")
-    text = neutralize(_plain(name))
+    text = unicodedata.normalize("NFKC", name)
+    text = "".join(" " if char.isspace() else char for char in text
+                   if char.isspace() or unicodedata.category(char) not in _HIDDEN_CATEGORIES)
+    text = neutralize(" ".join(text.split()))
     if not text:
         raise LabelsError("A reviewer name is required; sign in or pass --reviewer NAME.")
     if len(text) - text.startswith("'") > MAX_REVIEWER_LENGTH:  # the quote neutralize may add does not count

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from fer import annotate, labels
+from fer import faces as face_detection
 from fer.images import ImageSource, load_image
 from fer.preprocess import preprocess_face
 
@@ -83,6 +84,10 @@ def describe(result: PhotoResult | None) -> str:
         return "1 face found."
     if count <= MAX_SHOWN_FACES:
         return f"{count} faces found, largest first."
+    if count >= face_detection.MAX_FACES:
+        return (f"**Only the {count} largest faces were classified**: that is the most one photo gets, and this "
+                f"photo may hold more. Crop it into parts to classify the rest. The {MAX_SHOWN_FACES} largest have "
+                "probabilities below; the others are boxed on the picture and listed in the JSON.")
     return (f"{count} faces found. The {MAX_SHOWN_FACES} largest have probabilities below; the other "
             f"{count - MAX_SHOWN_FACES} are boxed on the picture and listed in the JSON.")
 

@@ -91,3 +91,11 @@ def write_face_tree(root: Path, per_class: int = 6, classes=CLASS_NAMES, seed: i
             face[: 12 * (index + 1), :] += 50
             Image.fromarray(np.clip(face, 0, 255).astype(np.uint8), mode="L").save(folder / f"face_{number:03d}.png")
     return root
+
+
+@pytest.fixture(autouse=True)
+def fresh_sign_in_backoff(monkeypatch):
+    """Each test starts with no failed sign-ins counted: fer.auth's back-off lives as long as the process."""
+    from fer import auth, throttle
+
+    monkeypatch.setattr(auth, "_throttle", throttle.Throttle())

@@ -159,7 +159,7 @@ def test_this_is_wrong_sends_the_model_input_to_the_review_queue(predictor, phot
     np.testing.assert_array_equal(labels.load_saved_face(rows[0]["image_sha256"], labels_dir), result.crops[0])
 
 
-def test_flag_failures_are_gradio_errors(predictor, photos, monkeypatch):
+def test_flag_failures_are_gradio_errors(predictor, photos, monkeypatch, caplog):
     _, result = app.predict_photo(predictor, photos["astronaut.png"])
     with pytest.raises(gr.Error, match="Classify a photo first"):
         app.flag_photo_face(0, None)
@@ -167,11 +167,13 @@ def test_flag_failures_are_gradio_errors(predictor, photos, monkeypatch):
         app.flag_photo_face(3, result)
 
     def failing(*args, **kwargs):
-        raise FerError("the labels folder is read-only")
+        raise FerError("/srv/labels/flagged.csv is read-only")
 
     monkeypatch.setattr(labels, "flag_for_review", failing)
-    with pytest.raises(gr.Error, match="read-only"):
+    with caplog.at_level("WARNING", logger="fer.app"), pytest.raises(gr.Error) as refused:
         app.flag_photo_face(0, result)
+    assert "could not store it" in refused.value.message and "/srv" not in refused.value.message  # no server path
+    assert "/srv/labels/flagged.csv is read-only" in caplog.text  # the reason is in the server's log
 
 
 def test_flag_wrapper_passes_face_probabilities_and_version(predictor, photos, monkeypatch):

@@ -278,20 +278,27 @@ def client(predictor):
 def test_sessions_cannot_be_forged_through_the_api(client, predictor, environment):
     flag_faces(predictor, count=2)
     visitor = client()
-    for endpoint in ("/review_sad", "/review_load"):
+    forged = "YWxpY2U.9999999999.AAAA.forged-signature"
+    for arguments, endpoint in [((None,), "/review_sad"), (("flagged", None), "/review_load"),
+                                (("flagged", forged), "/review_load"), ((forged,), "/review_sad")]:
         with pytest.raises(Exception, match="Sign in"):
-            visitor.predict(api_name=endpoint) if endpoint != "/review_load" else visitor.predict("flagged", api_name=endpoint)
+            visitor.predict(*arguments, api_name=endpoint)
+    with pytest.raises(Exception, match="missing arguments"):
+        visitor.predict(api_name="/review_sad")
     with pytest.raises(Exception, match="Wrong reviewer name or password"):
         visitor.predict("alice", "guess", api_name="/review_sign_in")
     assert not labels.corrections_path(environment).exists()
 
     reviewer = client()
-    reviewer.predict("alice", "wonderland", api_name="/review_sign_in")
-    reviewer.predict("flagged", api_name="/review_load")
-    reviewer.predict(api_name="/review_sad")
+    token, who, password = reviewer.predict("alice", "wonderland", api_name="/review_sign_in")
+    assert "Signed in as **alice**" in who and password == ""
+    reviewer.predict("flagged", token, api_name="/review_load")
+    reviewer.predict(token, api_name="/review_sad")
     rows = labels.read_corrections(labels.corrections_path(environment)).rows
     assert [(row["reviewer"], row["corrected_label"]) for row in rows] == [("alice", "sad")]
 
-    with pytest.raises(Exception, match="Sign in"):  # the sign-in belongs to the reviewer's session, not to everyone
-        visitor.predict(api_name="/review_neutral")
+    with pytest.raises(Exception, match="Sign in"):  # the sign-in belongs to whoever holds the token, not to everyone
+        visitor.predict(None, api_name="/review_neutral")
+    with pytest.raises(Exception, match="Load a queue first"):  # the queue belongs to the reviewer's session
+        visitor.predict(token, api_name="/review_neutral")
     assert len(labels.read_corrections(labels.corrections_path(environment)).rows) == 1

@@ -164,6 +164,21 @@ def test_recording_plays_its_annotated_video_in_the_browser(page, astronaut, tmp
     page.screenshot(path=str(tmp_path / "recording.png"), full_page=True)
 
 
+def sign_in_as_alice(page) -> None:
+    page.get_by_role("tab", name="Review").click()
+    page.get_by_label("Reviewer").fill("alice")
+    page.get_by_label("Password").fill("wonderland")
+    page.get_by_role("button", name="Sign in").click()
+    page.get_by_text("Signed in as alice").wait_for()
+
+
+def load_flagged_queue(page, count: int) -> None:
+    page.get_by_label("Queue").click()
+    page.get_by_role("option", name="Faces visitors marked as wrong").click()
+    page.get_by_role("button", name="Load queue").click()
+    page.get_by_text(f"Loaded {count} faces").wait_for()
+
+
 def test_reviewer_signs_in_and_labels_a_face_with_one_key(page, predictor, tmp_path, monkeypatch):
     labels_dir = tmp_path / "labels"
     monkeypatch.setenv("FER_LABELS_DIR", str(labels_dir))  # read by the server thread at each call
@@ -172,15 +187,8 @@ def test_reviewer_signs_in_and_labels_a_face_with_one_key(page, predictor, tmp_p
         face = np.full((48, 48), shade, np.uint8)
         labels.flag_for_review(face, predictor.predict_faces(face)[0], predictor.version, "test")
 
-    page.get_by_role("tab", name="Review").click()
-    page.get_by_label("Reviewer").fill("alice")
-    page.get_by_label("Password").fill("wonderland")
-    page.get_by_role("button", name="Sign in").click()
-    page.get_by_text("Signed in as alice").wait_for()
-    page.get_by_label("Queue").click()
-    page.get_by_role("option", name="Faces visitors marked as wrong").click()
-    page.get_by_role("button", name="Load queue").click()
-    page.get_by_text("Loaded 2 faces").wait_for()
+    sign_in_as_alice(page)
+    load_flagged_queue(page, 2)
     assert "1 of 2" in page.locator("#review-progress").inner_text()
 
     page.locator("#review-about").click()  # focus outside any text field, as after reading the face
@@ -190,3 +198,47 @@ def test_reviewer_signs_in_and_labels_a_face_with_one_key(page, predictor, tmp_p
     rows = labels.read_corrections(labels.corrections_path(labels_dir)).rows
     assert [(row["reviewer"], row["corrected_label"]) for row in rows] == [("alice", "sad")]
     page.screenshot(path=str(tmp_path / "review.png"), full_page=True)
+
+
+def test_a_reviewers_sign_in_survives_a_server_restart(browser, predictor, tmp_path, monkeypatch):
+    labels_dir = tmp_path / "labels"
+    monkeypatch.setenv("FER_LABELS_DIR", str(labels_dir))
+    monkeypatch.setenv("FER_REVIEWERS", "alice:wonderland")
+    monkeypatch.setenv("FER_SESSION_SECRET", "kept across restarts")
+    labels.flag_for_review(np.full((48, 48), 60, np.uint8), [0.25] * 4, predictor.version, "test")
+    port = _free_port()
+
+    def start():
+        demo = app.build_demo(predictor)
+        app.launch(demo, prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True)
+        return demo
+
+    demo = start()
+    context = browser.new_context(viewport={"width": 1300, "height": 1400})
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    try:
+        page.goto(f"http://127.0.0.1:{port}/")
+        sign_in_as_alice(page)
+        demo.close()
+        demo = start()  # the server restarts; the browser keeps its token
+
+        page.reload()
+        page.get_by_role("tab", name="Review").click()
+        page.get_by_text("Signed in as alice").wait_for()
+        load_flagged_queue(page, 1)
+        page.locator("#review-about").click()
+        page.keyboard.press("h")
+        page.wait_for_function("document.querySelector('#review-note').innerText.includes('Saved')")
+        rows = labels.read_corrections(labels.corrections_path(labels_dir)).rows
+        assert [(row["reviewer"], row["corrected_label"]) for row in rows] == [("alice", "happy")]
+
+        page.get_by_role("button", name="Sign out").click()
+        page.get_by_text("Signed out.").wait_for()
+        page.reload()  # signing out is kept too: the browser's copy of the token is gone
+        page.get_by_role("tab", name="Review").click()
+        page.get_by_role("button", name="Load queue").click()
+        page.get_by_text("Sign in as a reviewer first").first.wait_for()
+    finally:
+        context.close()
+        demo.close()

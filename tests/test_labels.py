@@ -218,6 +218,22 @@ def test_spreadsheet_formulas_are_neutralised_and_text_kept_on_one_line(tmp_path
     assert labels.undo_last("=HYPERLINK(\"http://x\",\"y\")", tmp_path)["image_sha256"] == face_sha256(face(0))
 
 
+@pytest.mark.parametrize("typed, stored", [
+    ("ana", "ana"), ("  ana\t lee ", "ana lee"), ("\u202eana", "ana"), ("a\u200bna\u2066", "ana"),
+    ("\uff41\uff4e\uff41", "ana"), ("=cmd|' /C calc'!A0", "'=cmd|' /C calc'!A0"),
+    ("'=cmd|' /C calc'!A0", "'=cmd|' /C calc'!A0"), ("\t=1", "'=1"), ("a\x00\x1bna", "ana"),
+])
+def test_reviewer_names_are_cleaned_of_invisible_characters(typed, stored):
+    assert labels.clean_reviewer(typed) == stored
+    assert labels.clean_reviewer(stored) == stored  # cleaning what is stored changes nothing
+
+
+@pytest.mark.parametrize("name", ["", " ", "\u202e\u200b", None, "x" * 65])
+def test_reviewer_names_that_clean_to_nothing_or_too_long_are_refused(name):
+    with pytest.raises(labels.LabelsError):
+        labels.clean_reviewer(name)
+
+
 def test_no_user_text_becomes_a_path(tmp_path):
     labels.add_correction(face(1), "sad", "../../ana", source="../../../etc/passwd", model_version="/tmp/x",
                           labels_dir=tmp_path / "labels")
