@@ -35,11 +35,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
+import _fer_pypi  # noqa: E402
 import _photos  # noqa: E402
 import _runtimes  # noqa: E402
-
-DEFAULT_FER_PYTHON = "/work/fer-pypi-venv/bin/python"
-RUNNER = Path(__file__).resolve().parent / "_fer_pypi_runner.py"
 
 # Goals from issue 6.
 GOAL_RATIO_ONE_FACE = 1 / 3        # our end-to-end time for one face at 640x480, as a fraction of PyPI fer's
@@ -210,49 +208,20 @@ def classifier_figures(predictor, photos: Photos, seconds: float, rounds: int) -
             "batch_64_ms_per_batch": batch_ms, "batch_64_faces_per_s": 64 * 1000.0 / batch_ms}
 
 
-class PypiFer:
-    """The PyPI fer package, alive in a subprocess of its own venv, timed on request (see _fer_pypi_runner.py)."""
-
-    def __init__(self, python: str, workdir: Path):
-        environment = {key: value for key, value in os.environ.items() if key not in ("PYTHONPATH", "PYTHONHOME")}
-        environment["TF_CPP_MIN_LOG_LEVEL"] = "3"
-        self.process = subprocess.Popen([python, str(RUNNER)], cwd=workdir, env=environment, text=True,
-                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-        self.info = self._read()
-        if not self.info.get("ready"):
-            raise RuntimeError(self.info.get("error", "the PyPI fer runner did not start"))
-
-    def _read(self) -> dict:
-        line = self.process.stdout.readline()
-        if not line:
-            raise RuntimeError(f"the PyPI fer runner exited (status {self.process.wait()})")
-        return json.loads(line)
-
-    def run(self, image: Path, seconds: float, min_repeats: int = 1, variant: str = "tflite") -> dict:
-        return self.request({"image": str(image), "seconds": seconds, "min_repeats": min_repeats, "variant": variant})
-
-    def request(self, command: dict) -> dict:
-        """One command of _fer_pypi_runner.py's protocol, and its reply."""
-        self.process.stdin.write(json.dumps(command) + "\n")
-        self.process.stdin.flush()
-        return self._read()
+class PypiFer(_fer_pypi.PypiFer):
+    """The PyPI fer package in its own venv's subprocess (_fer_pypi.py), with its detect_emotions as timing cases."""
 
     def case(self, image: Path, variant: str = "tflite") -> SelfTimed:
         """An `interleave` case timing detect_emotions on `image`; `.boxes` holds the faces it found last."""
 
         def timed(seconds: float) -> list[float]:
-            reply = self.run(image, seconds, 1, variant)
+            reply = self.time_detect(image, seconds, 1, variant)
             case.boxes = reply["boxes"]
             return reply["times"]
 
         case = SelfTimed(timed)
         case.boxes = []
         return case
-
-    def close(self) -> None:
-        self.process.stdin.write(json.dumps({"quit": True}) + "\n")
-        self.process.stdin.flush()
-        self.process.wait(timeout=30)
 
 
 def end_to_end_figures(predictor, photos: Photos, pypi: PypiFer | None, seconds: float, rounds: int) -> dict:
@@ -347,8 +316,7 @@ def cold_start_figures(model_path: Path, photo_path: Path, fer_python: str | Non
     """Process start to first prediction, timed from outside, for ours and (if given) PyPI fer, alternately."""
     ours_environment = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     ours_environment["PYTHONPATH"] = str(ROOT)
-    pypi_environment = {key: value for key, value in os.environ.items() if key not in ("PYTHONPATH", "PYTHONHOME")}
-    pypi_environment["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    pypi_environment = _fer_pypi.clean_environment()
     results: dict[str, list[dict]] = {"ours": [], "pypi": []}
     for _ in range(runs):  # alternate, so both see the same background load
         results["ours"].append(run_child([sys.executable, "-c", COLD_START_CODE, str(model_path), str(photo_path)],
@@ -744,8 +712,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", help="a .keras file or model name (default: the one models/current.json names)")
     parser.add_argument("--untrained", action="store_true", help="time an untrained --arch model instead")
     parser.add_argument("--arch", default="seed_cnn", help="architecture of the untrained fallback model (default seed_cnn)")
-    parser.add_argument("--fer-python", default=DEFAULT_FER_PYTHON,
-                        help=f"python of the venv holding PyPI fer (default {DEFAULT_FER_PYTHON}); 'none' to skip")
+    parser.add_argument("--fer-python", default=_fer_pypi.DEFAULT_FER_PYTHON,
+                        help=f"python of the venv holding PyPI fer (default {_fer_pypi.DEFAULT_FER_PYTHON}); "
+                             "'none' to skip")
     parser.add_argument("--seconds", type=float, default=4.0, help="timing per case, split into alternating slices")
     parser.add_argument("--rounds", type=int, default=4, help="alternating slices per comparison")
     parser.add_argument("--cold-runs", type=int, default=3, help="cold starts per side (median reported)")
