@@ -26,6 +26,7 @@ from pathlib import Path
 
 import speed  # noqa: E402  (puts the project on sys.path and imports _photos)
 
+import _fer_pypi  # noqa: E402
 import _photos  # noqa: E402
 
 GOAL_FPS = 25.0    # frames/s at 640x480 with one face, every frame analysed
@@ -53,7 +54,7 @@ def our_case(predictor, clip: Path, workdir: Path, annotated: str | None, every_
     return case
 
 
-def pypi_case(pypi: speed.PypiFer, clip: Path, save_video: bool):
+def pypi_case(pypi: _fer_pypi.PypiFer, clip: Path, save_video: bool):
     def timed(seconds: float) -> list[float]:
         reply = pypi.request({"video": str(clip), "seconds": seconds, "min_repeats": 1, "save_video": save_video})
         case.frames_with_faces = reply["frames_with_faces"]
@@ -67,8 +68,8 @@ def pypi_case(pypi: speed.PypiFer, clip: Path, save_video: bool):
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python benchmarks/video.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", help="a .keras file or model name (default: the one models/current.json names)")
-    parser.add_argument("--fer-python", default=speed.DEFAULT_FER_PYTHON,
-                        help=f"python of the venv holding PyPI fer (default {speed.DEFAULT_FER_PYTHON}); "
+    parser.add_argument("--fer-python", default=_fer_pypi.DEFAULT_FER_PYTHON,
+                        help=f"python of the venv holding PyPI fer (default {_fer_pypi.DEFAULT_FER_PYTHON}); "
                              "'none' to skip")
     parser.add_argument("--frames", type=int, default=150, help="frames in the clip (25 frames/s; default 150)")
     parser.add_argument("--seconds", type=float, default=6.0, help="timing per case, split into alternating slices "
