@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import logging
 import os
 import sys
@@ -41,6 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from fer import review
+from retrain_loop import report
 from fer import train as fer_train
 from fer import votes as fer_votes
 from fer.config import CLASS_NAMES, PROJECT_ROOT
@@ -211,11 +211,7 @@ def main(argv: list[str] | None = None) -> int:
         print("error: " + " ".join(str(error).split()), file=sys.stderr)
         return 2
     results["seconds"]["total"] = time.time() - started
-    print(format_results(results))
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
-        print(f"\nwrote {args.json}")
+    report(format_results(results), results, args.json)
     return 0
 
 

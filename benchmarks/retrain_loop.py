@@ -595,12 +595,17 @@ def main(argv: list[str] | None = None) -> int:
         print("error: " + " ".join(str(error).split()), file=sys.stderr)
         return 2
     results["seconds"]["total"] = time.time() - started
-    print(format_results(results))
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
-        print(f"\nwrote {args.json}")
+    report(format_results(results), results, args.json)
     return 0
+
+
+def report(text: str, results: dict, json_path: Path | None) -> None:
+    """Print a loop benchmark's figures, and write them as JSON to `json_path` if given."""
+    print(text)
+    if json_path:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(results, indent=2) + "\n")
+        print(f"\nwrote {json_path}")
 
 
 if __name__ == "__main__":
