@@ -19,6 +19,13 @@ DEFAULT_FER_PYTHON = "/work/fer-pypi-venv/bin/python"
 RUNNER = Path(__file__).resolve().parent / "_fer_pypi_runner.py"
 
 
+def add_python_argument(parser, can_skip: bool = True) -> None:
+    """The benchmarks' --fer-python flag: the interpreter of the venv holding PyPI fer ('none' skips the peer)."""
+    parser.add_argument("--fer-python", default=DEFAULT_FER_PYTHON,
+                        help=f"python of the venv holding PyPI fer (default {DEFAULT_FER_PYTHON})"
+                             + ("; 'none' to skip" if can_skip else ""))
+
+
 class PypiFerError(RuntimeError):
     """The runner could not start, died, or answered a command with an error; the message says which."""
 

@@ -121,11 +121,10 @@ def main(argv: list[str] | None = None) -> int:
                                                    "(../shared/data/fer2013/ferplus_votes.csv)")
     parser.add_argument("--model", help="our model: a .keras file or a name in models/ (default: the served one, "
                                         "models/current.json)")
-    parser.add_argument("--fer-python", type=Path, default=Path(_fer_pypi.DEFAULT_FER_PYTHON),
-                        help=f"python of the venv holding PyPI fer (default {_fer_pypi.DEFAULT_FER_PYTHON})")
+    _fer_pypi.add_python_argument(parser, can_skip=False)
     parser.add_argument("--json", type=Path, help="write every figure here")
     args = parser.parse_args(argv)
-    if not args.fer_python.is_file():
+    if not Path(args.fer_python).is_file():
         print(f"error: no Python at {args.fer_python}. PyPI fer lives in its own venv, outside this project: make it "
               "as benchmarks/README.md shows (section speed.py), or pass --fer-python.", file=sys.stderr)
         return 2

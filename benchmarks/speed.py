@@ -712,9 +712,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", help="a .keras file or model name (default: the one models/current.json names)")
     parser.add_argument("--untrained", action="store_true", help="time an untrained --arch model instead")
     parser.add_argument("--arch", default="seed_cnn", help="architecture of the untrained fallback model (default seed_cnn)")
-    parser.add_argument("--fer-python", default=_fer_pypi.DEFAULT_FER_PYTHON,
-                        help=f"python of the venv holding PyPI fer (default {_fer_pypi.DEFAULT_FER_PYTHON}); "
-                             "'none' to skip")
+    _fer_pypi.add_python_argument(parser)
     parser.add_argument("--seconds", type=float, default=4.0, help="timing per case, split into alternating slices")
     parser.add_argument("--rounds", type=int, default=4, help="alternating slices per comparison")
     parser.add_argument("--cold-runs", type=int, default=3, help="cold starts per side (median reported)")

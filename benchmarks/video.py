@@ -68,9 +68,7 @@ def pypi_case(pypi: _fer_pypi.PypiFer, clip: Path, save_video: bool):
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python benchmarks/video.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", help="a .keras file or model name (default: the one models/current.json names)")
-    parser.add_argument("--fer-python", default=_fer_pypi.DEFAULT_FER_PYTHON,
-                        help=f"python of the venv holding PyPI fer (default {_fer_pypi.DEFAULT_FER_PYTHON}); "
-                             "'none' to skip")
+    _fer_pypi.add_python_argument(parser)
     parser.add_argument("--frames", type=int, default=150, help="frames in the clip (25 frames/s; default 150)")
     parser.add_argument("--seconds", type=float, default=6.0, help="timing per case, split into alternating slices "
                                                                    "(each slice analyses the clip at least once)")
