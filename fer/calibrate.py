@@ -2,10 +2,11 @@
 
     python -m fer.calibrate runs/NAME.keras --data ../shared/data/fer2013 --no-flip-average
 
-fer.train does this at the end of every run. Run it again to serve a trained model with flip averaging switched
-(`--flip-average` / `--no-flip-average`): the temperature and the metrics belong to that setting. The LiteRT copy
-stays valid (the network is unchanged), but the check recorded with it was made with the old setting, so it is
-dropped: `python -m fer.lite ... --check-data DIR` records it again. A model in a served models folder (one with
+fer.train does this at the end of every run. A model trained on votes (fer.votes) is calibrated and scored against
+their consensus, with the folder labels' figure beside it, as fer.train does. Run it again to serve a trained model
+with flip averaging switched (`--flip-average` / `--no-flip-average`): the temperature and the metrics belong to
+that setting. The LiteRT copy stays valid (the network is unchanged), but the check recorded with it was made with
+the old setting, so it is dropped: `python -m fer.lite ... --check-data DIR` records it again. A model in a served models folder (one with
 `current.json`) gets a `"calibrate"` event in that folder's `history.json`, since what it serves has changed.
 """
 
@@ -71,7 +72,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     from fer.config import PreprocessConfig
-    from fer.data import load_faces
+    from fer.data import folder_classes, load_faces
+    from fer.votes import default_for, label_faces
+    from fer.votes import read as read_votes
     from fer.gate import held_out_dir
     from fer.models import record_event, resolve_model
     from fer.registry import POINTER_NAME, load_model, metadata_path, write_json_atomic
@@ -80,17 +83,26 @@ def main(argv: list[str] | None = None) -> int:
         path = resolve_model(args.model)
         model, metadata = load_model(path)
         folder = held_out_dir(args.data)
-        validation = load_faces(folder, tuple(metadata["classes"]),
-                                PreprocessConfig.from_dict(metadata["preprocess"]))
+        classes, preprocess = tuple(metadata["classes"]), PreprocessConfig.from_dict(metadata["preprocess"])
+        votes_path = default_for(metadata)  # a model trained on votes is calibrated on their consensus
+        consensus = votes = None
+        if votes_path is None:
+            validation = load_faces(folder, classes, preprocess)
+        else:
+            votes = read_votes(votes_path)
+            every = load_faces(folder, folder_classes(folder), preprocess)
+            validation, _ = label_faces(every, classes)
+            consensus, _ = label_faces(every, classes, votes)
     except FerError as error:
         print("error: " + " ".join(str(error).split()), file=sys.stderr)
         return 2
-    before = metadata.get("metrics", {}).get("validation", {}).get("accuracy")
+    before = metadata.get("metrics", {}).get("validation_consensus" if consensus is not None else "validation",
+                                              {}).get("accuracy")
     inference = metadata.setdefault("inference", {})
     switched = args.flip_average is not None and args.flip_average != bool(inference.get("flip_average", False))
     if args.flip_average is not None:
         inference["flip_average"] = args.flip_average
-    calibrate(model, metadata, validation)
+    calibrate(model, metadata, validation, consensus, votes)
     metadata["calibrated"] = {
         "command": "python -m fer.calibrate " + " ".join(argv if argv is not None else sys.argv[1:]),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -99,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     if stale_check:
         del metadata["lite"]["check"]
     write_json_atomic(metadata_path(path), metadata)
-    report = metadata["metrics"]["validation"]
+    report = metadata["metrics"]["validation_consensus" if consensus is not None else "validation"]
     if (path.parent / POINTER_NAME).is_file():
         record_event({"action": "calibrate", "model": path.stem, "flip_average": inference["flip_average"],
                       "temperature": round(inference["temperature"], 4), "accuracy_before": before,

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from fer import evaluate, gate, labels, lite, review, review_view, train, votes
+from fer import calibrate, evaluate, gate, labels, lite, review, review_view, train, votes
 from fer.config import CLASS_NAMES
 from fer.corrections import read as read_corrections
 from fer.data import folder_classes, load_faces
@@ -150,6 +150,11 @@ def test_training_on_votes_records_both_figures_and_a_fine_tune_inherits_the_vot
     assert metadata["lite"]["check"]["faces"] == 13  # the LiteRT copy is checked on the consensus too
     assert lite.main(["--check-data", str(root / "validation"), str(out.with_suffix(".keras"))]) == 0
     assert json.loads(out.with_suffix(".json").read_text())["lite"]["check"]["faces"] == 13
+    assert calibrate.main([str(out.with_suffix(".keras")), "--data", str(root), "--no-flip-average"]) == 0
+    recalibrated = json.loads(out.with_suffix(".json").read_text())
+    assert "on 13 faces" in capsys.readouterr().out and not recalibrated["inference"]["flip_average"]
+    assert recalibrated["metrics"]["validation_consensus"]["n_images"] == 13
+    assert recalibrated["metrics"]["validation"]["n_images"] == 12
 
     tuned = tmp_path / "models" / "tuned"
     assert train.main(["--data", str(root), "--init-from", str(out.with_suffix(".keras")), "--epochs", "1",
