@@ -4,6 +4,7 @@
     python -m fer.models rollback                 # serve the model that was current before the current one
     python -m fer.models rollback seed_cnn        # serve a named earlier version
     python -m fer.models use vgg_small            # serve a model by hand (recorded like a promotion)
+    python -m fer.models add runs/x/slim.keras --name vgg_base_slim_votes   # copy a trained model in, then gate it
 
 A version is a model's file stem (`models/NAME.keras` with `models/NAME.json`). Every move of `models/current.json`
 goes through `move_pointer`, which appends an event to `models/history.json`:
@@ -209,6 +210,41 @@ def _version_path(version: str, models_dir: Path) -> Path:
     raise ModelError(f"No model {path}; `python -m fer.models list` shows the versions there are.")
 
 
+MODEL_FILES = (".keras", ".json", ".tflite", ".history.csv", ".curves.png")  # what fer.train writes for a model
+
+
+def add(source: str | Path, name: str | None = None, models_dir: str | Path | None = None) -> Path:
+    """Copy a trained model's files (`MODEL_FILES`, those that exist) into the models folder as NAME (default: its
+    own stem), its JSON renamed to match (`name`, the LiteRT copy's file) and recording where it came from. Serves
+    nothing: gate it (`python -m fer.gate`) or `use` it. Returns the new .keras path."""
+    import shutil
+
+    from fer.registry import beside
+
+    source = Path(source)
+    stem = source.with_suffix("") if source.suffix == ".keras" else source
+    if not beside(stem, ".keras").is_file():
+        raise ModelError(f"No model at {beside(stem, '.keras')}.")
+    metadata = read_metadata(beside(stem, ".keras"))
+    name = name or stem.name
+    if not name or Path(name).name != name or name.startswith("."):
+        raise ModelError(f"A model name is a file stem such as vgg_base_slim_votes; got {name!r}.")
+    target = _models_dir(models_dir) / name
+    taken = [str(beside(target, suffix)) for suffix in MODEL_FILES if beside(target, suffix).exists()]
+    if taken:
+        raise ModelError(f"{', '.join(taken)} already exist; choose another --name.")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    for suffix in MODEL_FILES[2:]:
+        if beside(stem, suffix).is_file():
+            shutil.copy2(beside(stem, suffix), beside(target, suffix))
+    shutil.copy2(beside(stem, ".keras"), beside(target, ".keras"))
+    metadata.update({"name": name, "added_from": str(beside(stem, ".keras")), "added": now_utc()})
+    if isinstance(metadata.get("lite"), dict) and beside(stem, ".tflite").is_file():
+        metadata["lite"]["file"] = beside(target, ".tflite").name
+    write_json_atomic(beside(target, ".json"), metadata)
+    return beside(target, ".keras")
+
+
 def format_table(rows: list[dict]) -> str:
     def score(value) -> str:
         return f"{value:.4f}" if isinstance(value, (int, float)) else "-"
@@ -235,6 +271,10 @@ def main(argv: list[str] | None = None) -> int:
     rollback_parser.add_argument("version", nargs="?")
     use_parser = commands.add_parser("use", help="serve the model NAME (bypasses the gate; recorded)")
     use_parser.add_argument("name")
+    add_parser = commands.add_parser("add", help="copy a trained model (runs/NAME.keras and its files) in; serves "
+                                                 "nothing until the gate promotes it")
+    add_parser.add_argument("source", help="the .keras file fer.train wrote")
+    add_parser.add_argument("--name", help="its name in the models folder (default: its file stem)")
     args = parser.parse_args(argv)
     models_dir = _models_dir(args.models_dir)
     try:
@@ -246,6 +286,10 @@ def main(argv: list[str] | None = None) -> int:
             print(format_table(rows))
             if not any(row["current"] for row in rows):
                 print(f"\nNo current model ({models_dir / POINTER_NAME} is missing); run `python -m fer.models use NAME`.")
+            return 0
+        if args.command == "add":
+            path = add(args.source, args.name, models_dir)
+            print(f"added {path}; gate it: python -m fer.gate {path} --data DATA_ROOT")
             return 0
         if args.command == "rollback":
             event = rollback(args.version, models_dir)

@@ -102,3 +102,25 @@ def test_empty_folder_and_resolving_names(tmp_path, models_dir, capsys):
     assert models.resolve_model("v1", models_dir) == models_dir / "v1.keras"
     with pytest.raises(ModelError):
         models.resolve_model("v9", models_dir)
+
+
+def test_add_copies_a_trained_model_in_under_a_new_name_without_serving_it(models_dir, tmp_path, capsys):
+    runs = tmp_path / "runs"
+    source = write_version(runs, "slim_d", "2026-01-05T10:00:00+00:00", lite={"file": "slim_d.tflite"})
+    (runs / "slim_d.tflite").write_bytes(b"lite")
+    (runs / "slim_d.history.csv").write_text("epoch\n0\n")
+    status, out, _ = cli(capsys, "--models-dir", str(models_dir), "add", str(source), "--name", "vgg_slim_votes")
+    assert status == 0 and "gate it" in out
+    metadata = json.loads((models_dir / "vgg_slim_votes.json").read_text())
+    assert metadata["name"] == "vgg_slim_votes" and metadata["lite"]["file"] == "vgg_slim_votes.tflite"
+    assert metadata["added_from"] == str(source)
+    assert (models_dir / "vgg_slim_votes.tflite").read_bytes() == b"lite"
+    assert (models_dir / "vgg_slim_votes.history.csv").is_file() and (models_dir / "slim_d.keras").exists() is False
+    assert models.current_name(models_dir) == "v3"  # nothing is served until the gate promotes it
+    status, _, err = cli(capsys, "--models-dir", str(models_dir), "add", str(source), "--name", "vgg_slim_votes")
+    assert status == 2 and "already exist" in err
+    for bad in ("../x", ".hidden"):
+        status, _, err = cli(capsys, "--models-dir", str(models_dir), "add", str(source), "--name", bad)
+        assert status == 2 and "file stem" in err
+    status, _, err = cli(capsys, "--models-dir", str(models_dir), "add", str(tmp_path / "none.keras"))
+    assert status == 2 and "No model at" in err
