@@ -29,8 +29,7 @@ An `accuracy` metric whose `name` contains "folder" is the folder-label figure; 
 consensus figure, and there must be at least one. A value is a YAML number: a fraction rounded to four decimals
 (round(accuracy, 4)), or, if above 1, a percentage rounded to one decimal (round(100 * accuracy, 1)).
 
-The size tests and the contract tests on the real files fail until the README and model card are rewritten to these
-rules (issue 34); test_the_readme_contract_* and test_the_model_card_contract_* check the parsing itself on sample text.
+test_the_readme_contract_* and test_the_model_card_contract_* check the parsing itself on sample text.
 """
 
 from __future__ import annotations
