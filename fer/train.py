@@ -68,6 +68,8 @@ logger = logging.getLogger(__name__)
 
 FINE_TUNE_EPOCHS = 3  # a few passes over the corrected set: minutes on two CPU cores, not hours
 FINE_TUNE_LEARNING_RATE = 1e-4  # a tenth of the from-scratch rate, so the served model is adjusted, not relearned
+# How a model weighed its labels; a model trained from it keeps these unless told otherwise (fine_tune_config, --init-from)
+INHERITED_LABELLING = ("vote_targets", "class_weighting", "class_weight_power")
 
 
 def _ignore_progress(fraction: float, message: str) -> None:
@@ -298,10 +300,13 @@ def batch_augmenter(config: TrainConfig, image_size: int = 48):
 
 
 def fine_tune_config(parent: dict, **overrides) -> TrainConfig:
-    """The fine-tuning settings for a model described by `parent` (its JSON): its architecture and inference."""
+    """The fine-tuning settings for a model described by `parent` (its JSON): its architecture and inference, and
+    how it weighed its labels (vote targets, class weighting), so a fine-tune learns what its parent learned."""
+    trained = parent.get("train_config") or {}
     values = {"arch": parent.get("arch", TrainConfig.arch), "epochs": FINE_TUNE_EPOCHS,
               "learning_rate": FINE_TUNE_LEARNING_RATE,
-              "flip_average": bool(parent.get("inference", {}).get("flip_average", TrainConfig.flip_average))}
+              "flip_average": bool(parent.get("inference", {}).get("flip_average", TrainConfig.flip_average)),
+              **{key: trained[key] for key in INHERITED_LABELLING if key in trained}}
     return TrainConfig(**{**values, **overrides})
 
 
@@ -787,10 +792,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--label-smoothing", type=float, default=defaults.label_smoothing)
     parser.add_argument("--no-augment", dest="augment", action="store_false")
     parser.add_argument("--no-flip-average", dest="flip_average", action="store_false")
-    parser.add_argument("--class-weighting", action="store_true",
-                        help="weight each class's loss by its inverse frequency (to --class-weight-power)")
-    parser.add_argument("--class-weight-power", type=float, default=defaults.class_weight_power,
-                        help="with --class-weighting: 1 balances fully, 0.5 halfway (square root)")
+    parser.add_argument("--class-weighting", action="store_const", const=True, default=None,
+                        help="weight each class's loss by its inverse frequency (to --class-weight-power; "
+                             "default: off, or as the --init-from model was trained)")
+    parser.add_argument("--class-weight-power", type=float, default=None,
+                        help=f"with --class-weighting: 1 balances fully, 0.5 halfway (square root); default "
+                             f"{defaults.class_weight_power}, or the --init-from model's")
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--teacher", nargs="+", default=[], metavar="MODEL",
                         help="trained .keras models to distil into --arch: their probabilities (averaged over "
@@ -835,8 +842,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--votes", help="annotators' votes (../shared/data/fer2013/ferplus_votes.csv): label every "
                                         "folder's faces by their consensus and judge on consensus validation "
                                         "(fer.votes; default: the --init-from model's votes file, if it had one)")
-    parser.add_argument("--vote-targets", choices=("majority", "distribution"), default=defaults.vote_targets,
-                        help="with votes: train on the consensus label, or on the vote distribution as soft targets")
+    parser.add_argument("--vote-targets", choices=fer_votes.TARGETS, default=None,
+                        help="with votes: train on the consensus label, or on the vote distribution as soft targets "
+                             f"(default {defaults.vote_targets}, or as the --init-from model was trained)")
     parser.add_argument("--init-from", help="start from this model: a .keras path, a stem, or `current`")
     parser.add_argument("--fine-tune", action="store_true",
                         help=f"--init-from current (unless given), {FINE_TUNE_EPOCHS} epochs, learning rate {FINE_TUNE_LEARNING_RATE}")
@@ -867,12 +875,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.gate and args.make_current:
         print("error: choose --gate (promote only if it passes) or --make-current (promote regardless), not both", file=sys.stderr)
         return 2
+    # How labels are weighed: as given, else as the --init-from model was trained (below), else the defaults.
+    inherited = {key: getattr(args, key) for key in INHERITED_LABELLING}
     config = TrainConfig(args.arch, epochs, args.batch_size, learning_rate, args.patience,
-                         args.label_smoothing, args.augment, args.flip_average, args.class_weighting, args.seed,
+                         args.label_smoothing, args.augment, args.flip_average,
+                         bool(args.class_weighting), args.seed,
                          args.schedule, tuple(args.teacher), args.teacher_weight, args.erasing, args.mixup,
                          tuple(name.lower() for name in args.extra_classes), args.precision, args.online_teacher,
-                         args.optimizer, args.weight_decay, args.ema, args.blur, args.vote_targets,
-                         args.class_weight_power)
+                         args.optimizer, args.weight_decay, args.ema, args.blur,
+                         args.vote_targets or defaults.vote_targets,
+                         args.class_weight_power if args.class_weight_power is not None else defaults.class_weight_power)
     if not 0.0 <= config.ema < 1.0:
         print("error: --ema is a momentum from 0 (off) to below 1, e.g. 0.999", file=sys.stderr)
         return 2
@@ -890,6 +902,10 @@ def main(argv: list[str] | None = None) -> int:
         # Bare names (`current`, a version) refer to --out's folder: the models folder this command writes into.
         init_spec = args.init_from or ("current" if args.fine_tune else None)
         init_from = resolve_model(init_spec, out.parent) if init_spec else None
+        if init_from is not None:
+            trained = read_metadata(init_from).get("train_config") or {}
+            config = dataclasses.replace(config, **{key: trained[key] for key, given in inherited.items()
+                                                    if given is None and key in trained})
         current = current_model_path(out.parent) if args.gate else None  # checked before training: the gate needs it
         if args.gate and beside(out, ".keras").exists():
             raise ModelError(f"{beside(out, '.keras')} already exists; the gate needs a new --out.")

@@ -159,7 +159,13 @@ def test_training_on_votes_records_both_figures_and_a_fine_tune_inherits_the_vot
     tuned = tmp_path / "models" / "tuned"
     assert train.main(["--data", str(root), "--init-from", str(out.with_suffix(".keras")), "--epochs", "1",
                        "--batch-size", "8", "--out", str(tuned)]) == 0
-    assert json.loads(tuned.with_suffix(".json").read_text())["data"]["votes"]["file"] == str(votes_path)
+    tuned_metadata = json.loads(tuned.with_suffix(".json").read_text())
+    assert tuned_metadata["data"]["votes"]["file"] == str(votes_path)
+    # ... and weighs its labels as its parent did: the vote distribution, classes balanced halfway
+    assert {key: tuned_metadata["train_config"][key] for key in train.INHERITED_LABELLING} == {
+        "vote_targets": "distribution", "class_weighting": True, "class_weight_power": 0.5}
+    config = train.fine_tune_config(metadata)
+    assert (config.vote_targets, config.class_weighting, config.class_weight_power) == ("distribution", True, 0.5)
 
 
 def test_a_corrupt_votes_file_stops_training_before_anything_is_written(voted_data, tmp_path, capsys):
