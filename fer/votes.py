@@ -298,6 +298,9 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  {name:<9} consensus {int(np.sum(agreed == index)):>6}   clear (>= {CLEAR_SHARE:.0%} agree) {clear:>6}")
             print(f"  one more vote for another class changes the consensus of "
                   f"{one_vote_changes(counts):.1%} of them (why a reviewer's label overrides instead)")
+            human = one_annotator(counts)
+            print(f"  one annotator against the others' consensus (a human baseline): accuracy {human['accuracy']:.1%}, "
+                  "F1 " + ", ".join(f"{name} {value:.3f}" for name, value in human["f1"].items()))
     except DataError as error:
         print("error: " + " ".join(str(error).split()), file=sys.stderr)
         return 2
@@ -316,6 +319,34 @@ def one_vote_changes(counts: np.ndarray, classes=CLASS_NAMES) -> float:
         after = consensus(extra, classes)
         changed |= (after != before[before >= 0]) & (np.asarray(_class_columns(classes))[before[before >= 0]] != column)
     return float(changed.mean()) if len(voted) else 0.0
+
+
+def one_annotator(counts: np.ndarray, classes=CLASS_NAMES) -> dict:
+    """How one annotator, picked at random, scores against the consensus of the same face's other annotators: a
+    human baseline for a model's consensus figures. Over the faces with a consensus among `classes`, each face
+    weighing one, shared among its annotators; an annotator whose face the others leave without a consensus is
+    skipped. Returns accuracy, per-class F1 (`{class: f1}`) and the expected confusion matrix (rows: the others'
+    consensus; columns: `classes`, then "other" for a vote outside them)."""
+    counts = np.asarray(counts, dtype=np.int64)
+    counts = counts[consensus(counts, classes) >= 0]
+    n = len(classes)
+    chosen = np.full(len(VOTE_COLUMNS), n)  # the annotator's vote, as a column of the confusion matrix
+    chosen[_class_columns(classes)] = np.arange(n)
+    total = np.maximum(counts.sum(axis=1), 1)
+    confusion = np.zeros((n, n + 1))
+    for column in range(len(VOTE_COLUMNS)):
+        voted = counts[:, column] > 0
+        others = counts[voted].copy()
+        others[:, column] -= 1
+        agreed = consensus(others, classes)
+        kept = agreed >= 0
+        np.add.at(confusion, (agreed[kept], chosen[column]), (counts[voted, column] / total[voted])[kept])
+    f1 = {}
+    for index, name in enumerate(classes):
+        found, relevant = confusion[:n, index].sum(), confusion[index].sum()
+        f1[name] = float(2 * confusion[index, index] / (found + relevant)) if found + relevant else 0.0
+    return {"accuracy": float(np.trace(confusion[:, :n]) / confusion.sum()) if confusion.sum() else 0.0,
+            "f1": f1, "confusion": confusion.tolist(), "faces": int(len(counts))}
 
 
 if __name__ == "__main__":

@@ -130,6 +130,25 @@ def test_one_extra_vote_changes_few_consensus_labels():
     assert votes.one_vote_changes(counts(NEUTRAL_7_SAD_3, SAD_8, (5, 0, 0, 4, 0, 0, 0, 0, 1, 0))) == pytest.approx(1 / 3)
 
 
+def test_one_annotator_is_scored_against_the_other_annotators_consensus():
+    human = votes.one_annotator(counts(
+        (0, 0, 0, 10, 0, 0, 0, 0, 0, 0),  # unanimous sad: every annotator agrees with the other nine
+        (2, 0, 0, 8, 0, 0, 0, 0, 0, 0),  # sad 8: a sad voter is right (0.8), a neutral voter wrong (0.2)
+        SPLIT,  # no consensus: not scored
+    ))
+    assert human["faces"] == 2
+    assert human["accuracy"] == pytest.approx(1.8 / 2)
+    sad, neutral = CLASS_NAMES.index("sad"), CLASS_NAMES.index("neutral")
+    assert human["confusion"][sad][sad] == pytest.approx(1.8)
+    assert human["confusion"][sad][neutral] == pytest.approx(0.2)
+    assert human["f1"]["sad"] == pytest.approx(2 * 1.8 / (1.8 + 2.0))
+    assert human["f1"]["neutral"] == 0.0
+    # a vote outside the classes counts against the annotator, in the "other" column
+    other = votes.one_annotator(counts((0, 0, 0, 7, 3, 0, 0, 0, 0, 0)))
+    assert other["accuracy"] == pytest.approx(0.7)
+    assert other["confusion"][sad][len(CLASS_NAMES)] == pytest.approx(0.3)
+
+
 def test_training_on_votes_records_both_figures_and_a_fine_tune_inherits_the_votes(voted_data, tmp_path, capsys):
     root, votes_path = voted_data
     out = tmp_path / "models" / "voted"
