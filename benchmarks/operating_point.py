@@ -1,6 +1,7 @@
 """Sad against neutral: is a model's shortfall its operating point (how readily it says "sad") or its discrimination?
 
     python benchmarks/operating_point.py --models vgg_base_swa9 runs/prune/vgg_base_trim.keras
+    python benchmarks/operating_point.py --votes ../shared/data/fer2013/ferplus_votes.csv   # against the consensus
 
 For each model, its served probabilities (flip averaging as shipped, temperature 1) on the validation faces and on the
 training faces as served (no augmentation), then:
@@ -12,7 +13,8 @@ training faces as served (no augmentation), then:
 - a sweep of one offset on sad's log-probability, scored on validation: accuracy, sad F1, neutral F1 and their sum.
 
 An offset moves errors between sad and neutral; it does not make the model tell them apart better. If sad F1 + neutral
-F1 stays level across the sweep, the shortfall is discrimination, and only a better network closes it. Run by hand,
+F1 stays level across the sweep, the shortfall is discrimination, and only a better network closes it. With `--votes`
+both sets are labelled by the annotators' consensus (`fer.votes.label_faces`) instead of their folders. Run by hand,
 not by CI; figures go to docs/model_card.md.
 """
 
@@ -88,7 +90,7 @@ def _scores(labels, logp, offsets, classes):
     return report["accuracy"], f1, np.bincount(picked, minlength=len(classes))
 
 
-def measure(name: str, validation_dir: Path, train_dir: Path) -> None:
+def measure(name: str, validation_dir: Path, train_dir: Path, votes=None) -> None:
     from fer.evaluate import load_eval_faces
     from fer.models import resolve_model
     from fer.predict import load_predictor
@@ -100,10 +102,10 @@ def measure(name: str, validation_dir: Path, train_dir: Path) -> None:
     sad = classes.index("sad")
     sets = {}
     for split, folder in (("validation", validation_dir), ("training", train_dir)):
-        faces, labels, _ = load_eval_faces(predictor, folder)
+        faces, labels, _ = load_eval_faces(predictor, folder, votes=votes)
         probabilities = raw_probabilities(predictor, faces, predictor.flip_average)
         sets[split] = (np.log(np.clip(probabilities, 1e-12, 1.0)), labels, probabilities)
-    print(f"\n## {name} ({predictor.runtime})\n")
+    print(f"\n## {name} ({predictor.runtime}; labels: {'consensus' if votes is not None else 'folders'})\n")
     print("| faces | " + " | ".join(f"{c}: called / there" for c in classes) + " |")
     print("|---|" + "---|" * len(classes))
     for split, (logp, labels, _) in sets.items():
@@ -163,13 +165,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder-per-class validation faces")
     parser.add_argument("--train-data", type=Path, default=DEFAULT_TRAIN,
                         help="folder-per-class training faces (the offsets are fitted here)")
+    parser.add_argument("--votes", type=Path, help="annotators' votes (fer.votes): label both sets by their consensus")
     args = parser.parse_args(argv)
     for folder in (args.data, args.train_data):
         if not folder.is_dir():
             parser.error(f"no faces at {folder}; pass --data and --train-data")
     try:
+        votes = None
+        if args.votes is not None:
+            from fer import votes as fer_votes
+
+            votes = fer_votes.read(args.votes)
         for name in args.models:
-            measure(name, args.data, args.train_data)
+            measure(name, args.data, args.train_data, votes)
     except FerError as error:
         print("error: " + " ".join(str(error).split()), file=sys.stderr)
         return 2
