@@ -26,9 +26,11 @@ import dataclasses
 import logging
 import math
 import os
+import queue
 import re
 import sys
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -50,6 +52,7 @@ SUFFIXES = (".mp4", ".mov", ".m4v", ".avi", ".webm", ".mkv")  # what an upload b
 WRITERS = {".webm": "VP80", ".mkv": "VP80", ".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG"}
 BROWSER_FORMAT = ".webm"
 MIN_ANNOTATED_FPS = 1.0  # the annotated copy's lowest frame rate
+ENCODE_QUEUE = 8  # annotated frames waiting for the encoder thread (640x480: under 8 MB); a full queue makes analysis wait
 _PHOTO_MAGIC = (b"\xff\xd8\xff", b"\x89PNG", b"GIF8", b"BM", b"II*\x00", b"MM\x00*")
 
 
@@ -345,7 +348,11 @@ class _CsvOutput:
 class _AnnotatedOutput:
     """The annotated copy: one frame per sample slot, repeated over slots with no decodable frame, so its timing
     matches the video's. Samples further apart than a second are each repeated at MIN_ANNOTATED_FPS or a little more:
-    OpenCV writes unplayable WebM below 0.1 frames/s, and players handle such rates badly."""
+    OpenCV writes unplayable WebM below 0.1 frames/s, and players handle such rates badly.
+
+    Frames are encoded on a thread of their own (OpenCV lets go of the GIL while it encodes), so encoding (VP8 costs
+    more than finding and classifying the faces) overlaps the analysis of the next frames; at most ENCODE_QUEUE frames
+    wait, so memory stays bounded whatever the video's length."""
 
     def __init__(self, path: str | os.PathLike, step_s: float):
         self.path = Path(path)
@@ -360,17 +367,34 @@ class _AnnotatedOutput:
     def __enter__(self) -> "_AnnotatedOutput":
         self.temporary = _temporary_beside(self.path)
         self.writer, self.size, self.last_slot = None, None, -1
+        self.pending: queue.Queue = queue.Queue(maxsize=ENCODE_QUEUE)
+        self.encoder: threading.Thread | None = None
+        self.failure: BaseException | None = None
         return self
 
     def write(self, rgb: np.ndarray, slot: int) -> None:
         if self.writer is None:
             self._open(rgb.shape[1], rgb.shape[0])
+        if self.failure is not None:
+            raise VideoError(f"Writing {self.path.name} failed: {self.failure}") from self.failure
         if (rgb.shape[1], rgb.shape[0]) != self.size:
             rgb = cv2.resize(rgb, self.size, interpolation=cv2.INTER_AREA)
-        bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
-        for _ in range(max(1, slot - self.last_slot) * self.copies):
-            self.writer.write(bgr)
+        bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)  # a new array: the caller may reuse `rgb`
+        self.pending.put((bgr, max(1, slot - self.last_slot) * self.copies))  # waits while the queue is full
         self.last_slot = slot
+
+    def _encode(self) -> None:
+        """The encoder thread: write queued frames until the None that __exit__ sends; after a failure, keep taking
+        frames (so the analysis never waits on a dead thread) and let write() report it."""
+        while (item := self.pending.get()) is not None:
+            if self.failure is not None:
+                continue
+            bgr, copies = item
+            try:
+                for _ in range(copies):
+                    self.writer.write(bgr)
+            except Exception as error:  # noqa: BLE001 - handed to the analysing thread, which raises it
+                self.failure = error
 
     def _open(self, width: int, height: int) -> None:
         self.size = (width - width % 2, height - height % 2)  # encoders want even sides
@@ -384,11 +408,19 @@ class _AnnotatedOutput:
         if not self.writer.isOpened():
             raise VideoError(f"OpenCV cannot write {self.fourcc} video to {self.path}; try another extension "
                              f"({', '.join(sorted(WRITERS))}).")
+        self.encoder = threading.Thread(target=self._encode, name=f"encode {self.path.name}", daemon=True)
+        self.encoder.start()
 
     def __exit__(self, kind, error, trace) -> None:
+        if self.encoder is not None:
+            self.pending.put(None)  # after the frames already queued
+            self.encoder.join()
         if self.writer is not None:
             self.writer.release()
-        _finish(self.temporary, self.path, keep=kind is None and self.writer is not None)
+        failed = self.failure is not None
+        _finish(self.temporary, self.path, keep=kind is None and self.writer is not None and not failed)
+        if failed and kind is None:
+            raise VideoError(f"Writing {self.path.name} failed: {self.failure}") from self.failure
 
 
 def _temporary_beside(path: Path) -> Path:

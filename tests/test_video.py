@@ -166,6 +166,27 @@ def test_annotated_copy_is_shrunk_and_even_sized(predictor, tmp_path, astronaut)
     assert len(pictures) == 3 and pictures[0].shape == (480, 640, 3)  # 640 px at most; odd sides made even
 
 
+def test_a_failing_encoder_stops_the_work_with_a_clear_error_and_leaves_no_file(predictor, clip, tmp_path,
+                                                                                monkeypatch):
+    class FullDisk:  # a writer that opens, then fails on its first frame (on the encoder thread)
+        def __init__(self, *args):
+            self.released = False
+
+        def isOpened(self):
+            return True
+
+        def write(self, frame):
+            raise cv2.error("No space left on device")
+
+        def release(self):
+            self.released = True
+
+    monkeypatch.setattr(video.cv2, "VideoWriter", FullDisk)
+    with pytest.raises(VideoError, match="Writing annotated.webm failed: .*No space left"):
+        video.analyze_video(predictor, clip, tmp_path / "rows.csv", tmp_path / "annotated.webm")
+    assert list(tmp_path.iterdir()) == []  # neither output, nor a temporary file, is left behind
+
+
 @pytest.mark.parametrize("suffix, fourcc", [(".mp4", "FMP4"), (".avi", "MJPG")])
 def test_annotated_copy_in_other_containers(predictor, clip, tmp_path, suffix, fourcc):
     video.analyze_video(predictor, clip, annotated_path=tmp_path / f"annotated{suffix}")
