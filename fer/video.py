@@ -393,7 +393,7 @@ class _AnnotatedOutput:
             try:
                 for _ in range(copies):
                     self.writer.write(bgr)
-            except Exception as error:  # noqa: BLE001 - handed to the analysing thread, which raises it
+            except BaseException as error:  # noqa: BLE001 - handed to the analysing thread, which raises it
                 self.failure = error
 
     def _open(self, width: int, height: int) -> None:
