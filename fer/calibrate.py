@@ -96,8 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     except FerError as error:
         print("error: " + " ".join(str(error).split()), file=sys.stderr)
         return 2
-    before = metadata.get("metrics", {}).get("validation_consensus" if consensus is not None else "validation",
-                                              {}).get("accuracy")
+    judged_by = "validation_consensus" if consensus is not None else "validation"  # the figure the gate reads
+    before = metadata.get("metrics", {}).get(judged_by, {}).get("accuracy")
     inference = metadata.setdefault("inference", {})
     switched = args.flip_average is not None and args.flip_average != bool(inference.get("flip_average", False))
     if args.flip_average is not None:
@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     if stale_check:
         del metadata["lite"]["check"]
     write_json_atomic(metadata_path(path), metadata)
-    report = metadata["metrics"]["validation_consensus" if consensus is not None else "validation"]
+    report = metadata["metrics"][judged_by]
     if (path.parent / POINTER_NAME).is_file():
         record_event({"action": "calibrate", "model": path.stem, "flip_average": inference["flip_average"],
                       "temperature": round(inference["temperature"], 4), "accuracy_before": before,

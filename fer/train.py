@@ -299,14 +299,19 @@ def batch_augmenter(config: TrainConfig, image_size: int = 48):
     return augment
 
 
+def parent_labelling(parent: dict) -> dict:
+    """How the model described by `parent` (its JSON) weighed its labels: its INHERITED_LABELLING settings."""
+    trained = parent.get("train_config") or {}
+    return {key: trained[key] for key in INHERITED_LABELLING if key in trained}
+
+
 def fine_tune_config(parent: dict, **overrides) -> TrainConfig:
     """The fine-tuning settings for a model described by `parent` (its JSON): its architecture and inference, and
     how it weighed its labels (vote targets, class weighting), so a fine-tune learns what its parent learned."""
-    trained = parent.get("train_config") or {}
     values = {"arch": parent.get("arch", TrainConfig.arch), "epochs": FINE_TUNE_EPOCHS,
               "learning_rate": FINE_TUNE_LEARNING_RATE,
               "flip_average": bool(parent.get("inference", {}).get("flip_average", TrainConfig.flip_average)),
-              **{key: trained[key] for key in INHERITED_LABELLING if key in trained}}
+              **parent_labelling(parent)}
     return TrainConfig(**{**values, **overrides})
 
 
@@ -903,9 +908,9 @@ def main(argv: list[str] | None = None) -> int:
         init_spec = args.init_from or ("current" if args.fine_tune else None)
         init_from = resolve_model(init_spec, out.parent) if init_spec else None
         if init_from is not None:
-            trained = read_metadata(init_from).get("train_config") or {}
-            config = dataclasses.replace(config, **{key: trained[key] for key, given in inherited.items()
-                                                    if given is None and key in trained})
+            config = dataclasses.replace(config, **{key: value for key, value in
+                                                    parent_labelling(read_metadata(init_from)).items()
+                                                    if inherited[key] is None})
         current = current_model_path(out.parent) if args.gate else None  # checked before training: the gate needs it
         if args.gate and beside(out, ".keras").exists():
             raise ModelError(f"{beside(out, '.keras')} already exists; the gate needs a new --out.")
