@@ -1,6 +1,6 @@
 """Sad against neutral: is a model's shortfall its operating point (how readily it says "sad") or its discrimination?
 
-    python benchmarks/operating_point.py --models vgg_base_swa9 runs/prune/vgg_base_trim.keras
+    python benchmarks/operating_point.py --models current runs/NAME.keras
     python benchmarks/operating_point.py --votes ../shared/data/fer2013/ferplus_votes.csv   # against the consensus
 
 For each model, its served probabilities (flip averaging as shipped, temperature 1) on the validation faces and on the

@@ -1,8 +1,8 @@
 """Shrink a trained VGG network into a narrower architecture, keeping each layer's strongest channels.
 
-    python -m fer.prune models/vgg_base_swa9.keras --arch vgg_base_slim --out runs/prune/vgg_base_slim_start
+    python -m fer.prune models/NAME.keras --arch vgg_base_slim --out runs/prune/vgg_base_slim_start
     python -m fer.train --data ../shared/data/fer2013 --init-from runs/prune/vgg_base_slim_start.keras \
-        --teacher models/vgg_base_swa9.keras --online-teacher ... --out runs/prune/vgg_base_slim
+        --teacher models/NAME.keras --online-teacher ... --out runs/prune/vgg_base_slim
 
 The two architectures must have the same layers in the same order, the target no wider anywhere (vgg_base ->
 vgg_base_slim, vgg_small -> vgg_tiny). Each conv or dense layer followed by batch norm keeps the output channels
